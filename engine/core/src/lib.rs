@@ -1,0 +1,21 @@
+//! The cedar-edge evaluation core.
+//!
+//! Plain Rust over `cedar-policy`, built both for the host and for wasm32.
+//! The same code decides inside the WebAssembly component, inside the Envoy
+//! filter and in the native backend, which is what keeps their answers equal.
+//!
+//! A [`Bundle`] is loaded once from a [`BundleSource`]; each [`Request`] is
+//! then decided against it with [`Bundle::authorize`].
+
+mod authorize;
+mod bundle;
+mod diagnostic;
+mod request;
+mod response;
+mod value;
+
+pub use bundle::{Bundle, BundleFile, BundleReadError, BundleSource, LoadError};
+pub use diagnostic::Diagnostic;
+pub use request::{ContextInput, EntityInput, Request, RequestError, RequestLimits};
+pub use response::{Decision, PolicyError, Response};
+pub use value::{Attributes, EntityUid, ExtensionKind, Value, ValueNode};

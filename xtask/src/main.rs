@@ -1,0 +1,137 @@
+//! Project automation, so that a fresh clone needs two commands:
+//!
+//! - `cargo xtask demo`: installs the wasm target, builds everything once and
+//!   decides example requests on the bundled airflow-gitlab bundle;
+//! - `cargo xtask test`: installs what the tests need, checks formatting and
+//!   lints, and runs every test.
+
+use std::process::{Command, ExitCode};
+
+/// Targets the builds need: the component's.
+const WASM_TARGETS: &[&str] = &["wasm32-wasip2"];
+
+/// Cargo packages built for the host; the guest is built for wasm by the
+/// runtime's build script, never for the host.
+const HOST_ONLY: &[&str] = &["--workspace", "--exclude", "cedar-edge-policy-guest"];
+
+fn main() -> ExitCode {
+    let task = std::env::args().nth(1).unwrap_or_default();
+    let result = match task.as_str() {
+        "demo" => demo(),
+        "test" => test(),
+        _ => {
+            eprintln!("usage: cargo xtask <demo|test>");
+            return ExitCode::from(64);
+        }
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(message) => {
+            eprintln!("xtask: {message}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(program: &str, args: &[&str]) -> Result<(), String> {
+    eprintln!("$ {program} {}", args.join(" "));
+    let status = Command::new(program)
+        .args(args)
+        .status()
+        .map_err(|err| format!("cannot start `{program}`: {err}"))?;
+    if status.success() {
+        Ok(())
+    } else {
+        Err(format!(
+            "`{program} {}` failed with {status}",
+            args.join(" ")
+        ))
+    }
+}
+
+fn install_targets() -> Result<(), String> {
+    let mut args = vec!["target", "add"];
+    args.extend_from_slice(WASM_TARGETS);
+    run("rustup", &args)
+}
+
+fn cargo(args: &[&str]) -> Result<(), String> {
+    run(
+        &std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned()),
+        args,
+    )
+}
+
+fn demo() -> Result<(), String> {
+    install_targets()?;
+    cargo(&["build", "--release", "--package", "cedar-edge-cli"])?;
+    let cli = "target/release/cedar-edge";
+    let bundle = "policies/airflow-gitlab";
+    let context = "@policies/airflow-gitlab/requests/context-mfa-office.json";
+    let examples: &[(&str, &str, &str, &str)] = &[
+        (
+            "an operator triggers a production DAG run",
+            "Airflow::User::\"bob\"",
+            "trigger",
+            "Airflow::Dag::\"etl_daily\"",
+        ),
+        (
+            "an operator tries to edit a production DAG",
+            "Airflow::User::\"bob\"",
+            "edit",
+            "Airflow::Dag::\"etl_daily\"",
+        ),
+        (
+            "a viewer tries to trigger a run",
+            "Airflow::User::\"carol\"",
+            "trigger",
+            "Airflow::Dag::\"reporting\"",
+        ),
+        (
+            "a CI job on a protected branch deploys",
+            "Airflow::CiJob::\"airflow-dags/deploy-main\"",
+            "deploy",
+            "Airflow::Environment::\"production\"",
+        ),
+    ];
+    for (title, principal, action, resource) in examples {
+        println!("\n# {title}");
+        let action = format!("Airflow::Action::\"{action}\"");
+        let args = [
+            "authorize",
+            "--bundle",
+            bundle,
+            "--principal",
+            principal,
+            "--action",
+            &action,
+            "--resource",
+            resource,
+            "--context",
+            context,
+        ];
+        eprintln!("$ {cli} {}", args.join(" "));
+        let status = Command::new(cli)
+            .args(args)
+            .status()
+            .map_err(|err| format!("cannot start `{cli}`: {err}"))?;
+        // 0 is allow and 2 is deny; anything else is a failure of the demo.
+        if !matches!(status.code(), Some(0 | 2)) {
+            return Err(format!("`{cli}` failed with {status}"));
+        }
+    }
+    Ok(())
+}
+
+fn test() -> Result<(), String> {
+    install_targets()?;
+    run("rustup", &["component", "add", "rustfmt", "clippy"])?;
+    cargo(&["fmt", "--all", "--check"])?;
+    let mut clippy = vec!["clippy", "--release", "--all-targets"];
+    clippy.extend_from_slice(HOST_ONLY);
+    clippy.extend_from_slice(&["--", "-D", "warnings"]);
+    cargo(&clippy)?;
+    let mut test = vec!["test", "--release", "--all-targets"];
+    test.extend_from_slice(HOST_ONLY);
+    cargo(&test)
+}
