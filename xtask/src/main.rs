@@ -131,7 +131,7 @@ fn test() -> Result<(), String> {
     clippy.extend_from_slice(HOST_ONLY);
     clippy.extend_from_slice(&["--", "-D", "warnings"]);
     cargo(&clippy)?;
-    let mut test = vec!["test", "--release", "--all-targets"];
+    let mut test = vec!["test", "--release", "--all-targets", "--no-fail-fast"];
     test.extend_from_slice(HOST_ONLY);
     cargo(&test)
 }
