@@ -44,6 +44,7 @@ impl GuestBundle for LoadedBundle {
             schema: source.schema.map(bundle_file),
             entities: source.entities.map(bundle_file),
             template_links: source.template_links.map(bundle_file),
+            prepared_schema_json: source.prepared_schema_json,
         };
         let limits = engine::RequestLimits {
             max_context_bytes: limits.max_context_bytes,

@@ -5,9 +5,9 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
-use cedar_policy::{
-    Authorizer, Entities, PolicyId, PolicySet, Schema, SlotId, ValidationMode, Validator,
-};
+use cedar_policy::{Authorizer, Entities, PolicyId, PolicySet, Schema, SlotId};
+#[cfg(feature = "validate")]
+use cedar_policy::{ValidationMode, Validator};
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
 
@@ -42,6 +42,10 @@ pub struct BundleSource {
     pub entities: Option<BundleFile>,
     /// Template links.
     pub template_links: Option<BundleFile>,
+    /// The schema already converted to JSON by the host, for builds without
+    /// the Cedar-syntax schema parser (the component). Not part of the
+    /// bundle id: it is derived from `schema`.
+    pub prepared_schema_json: Option<String>,
 }
 
 /// A bundle directory that could not be read.
@@ -206,7 +210,7 @@ impl Bundle {
     pub fn load(source: &BundleSource, limits: RequestLimits) -> Result<Self, LoadError> {
         let mut diagnostics = Vec::new();
         let schema = source.schema.as_ref().and_then(|file| {
-            parse_schema(file)
+            parse_schema(file, source.prepared_schema_json.as_deref())
                 .map_err(|found| diagnostics.extend(found))
                 .ok()
         });
@@ -214,9 +218,12 @@ impl Bundle {
         if let Some(file) = &source.template_links {
             link_templates(file, &mut policies, &mut diagnostics);
         }
+        #[cfg(feature = "validate")]
         if let (Some(schema), true) = (&schema, diagnostics.is_empty()) {
             validate_policies(schema, &policies, &origins, &mut diagnostics);
         }
+        #[cfg(not(feature = "validate"))]
+        let _ = &origins;
         let entities = parse_entities(source.entities.as_ref(), schema.as_ref(), &mut diagnostics);
         if !diagnostics.is_empty() {
             return Err(LoadError { diagnostics });
@@ -268,14 +275,61 @@ impl Bundle {
     }
 }
 
-fn parse_schema(file: &BundleFile) -> Result<Schema, Vec<Diagnostic>> {
+fn parse_schema(file: &BundleFile, prepared_json: Option<&str>) -> Result<Schema, Vec<Diagnostic>> {
+    let from_json = |text: &str| {
+        Schema::from_json_str(text)
+            .map_err(|err| Diagnostic::all_from_cedar(&file.path, text, &err))
+    };
     if file.path.ends_with(".json") {
-        Schema::from_json_str(&file.contents)
+        return from_json(&file.contents);
+    }
+    if let Some(json) = prepared_json {
+        return from_json(json);
+    }
+    parse_cedar_schema(file)
+}
+
+#[cfg(feature = "validate")]
+fn parse_cedar_schema(file: &BundleFile) -> Result<Schema, Vec<Diagnostic>> {
+    Schema::from_cedarschema_str(&file.contents)
+        .map(|(schema, _warnings)| schema)
+        .map_err(|err| Diagnostic::all_from_cedar(&file.path, &file.contents, &err))
+}
+
+#[cfg(not(feature = "validate"))]
+fn parse_cedar_schema(file: &BundleFile) -> Result<Schema, Vec<Diagnostic>> {
+    Err(vec![Diagnostic::in_file(
+        &file.path,
+        "this build reads JSON schemas only; the host must supply the schema converted to JSON",
+    )])
+}
+
+impl BundleSource {
+    /// Converts a Cedar-syntax schema to JSON into `prepared_schema_json`,
+    /// so that a build without the schema parser can load the bundle.
+    #[cfg(feature = "validate")]
+    pub fn prepare_schema_json(&mut self) -> Result<(), LoadError> {
+        let Some(file) = self
+            .schema
+            .as_ref()
+            .filter(|file| !file.path.ends_with(".json"))
+        else {
+            return Ok(());
+        };
+        let converted = cedar_policy::SchemaFragment::from_cedarschema_str(&file.contents)
             .map_err(|err| Diagnostic::all_from_cedar(&file.path, &file.contents, &err))
-    } else {
-        Schema::from_cedarschema_str(&file.contents)
-            .map(|(schema, _warnings)| schema)
-            .map_err(|err| Diagnostic::all_from_cedar(&file.path, &file.contents, &err))
+            .and_then(|(fragment, _warnings)| {
+                fragment
+                    .to_json_string()
+                    .map_err(|err| vec![Diagnostic::in_file(&file.path, err.to_string())])
+            });
+        match converted {
+            Ok(json) => {
+                self.prepared_schema_json = Some(json);
+                Ok(())
+            }
+            Err(diagnostics) => Err(LoadError { diagnostics }),
+        }
     }
 }
 
@@ -422,6 +476,7 @@ fn link_templates(file: &BundleFile, policies: &mut PolicySet, diagnostics: &mut
     }
 }
 
+#[cfg(feature = "validate")]
 fn validate_policies(
     schema: &Schema,
     policies: &PolicySet,

@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use cedar_edge_engine::{BundleSource, LoadError, Request, RequestLimits, Response};
+use cedar_edge_engine::{Bundle, BundleSource, LoadError, Request, RequestLimits, Response};
 use tokio::sync::{Semaphore, SemaphorePermit, TryAcquireError};
 use wasmtime::component::{Linker, ResourceAny, ResourceTable};
 use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store, Trap};
@@ -235,10 +235,15 @@ impl ComponentRuntime {
         })
     }
 
-    /// Loads a bundle into a first instance, which checks it; more instances
-    /// are made on demand, up to `max_instances`.
+    /// Validates a bundle, then loads it into a first instance; more
+    /// instances are made on demand, up to `max_instances`.
     pub fn load_bundle(&self, source: &BundleSource) -> Result<ComponentBackend, RuntimeError> {
-        let wit_source = convert::bundle_source(source);
+        // The component carries no validator: the same core checks the
+        // bundle here first, strictly, and hands over the schema as JSON.
+        Bundle::load(source, self.inner.config.request_limits)?;
+        let mut prepared = source.clone();
+        prepared.prepare_schema_json()?;
+        let wit_source = convert::bundle_source(&prepared);
         let (slot, bundle_id, policy_ids) = self.inner.new_slot(&wit_source)?;
         let permits = self.inner.config.max_instances.max(1);
         let shared = BackendShared {

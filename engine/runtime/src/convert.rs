@@ -14,6 +14,7 @@ pub(crate) fn bundle_source(source: &engine::BundleSource) -> wit::BundleSource 
         schema: source.schema.as_ref().map(file),
         entities: source.entities.as_ref().map(file),
         template_links: source.template_links.as_ref().map(file),
+        prepared_schema_json: source.prepared_schema_json.clone(),
     }
 }
 

@@ -328,7 +328,10 @@ fn the_component_imports_only_harmless_wasi() {
     let documented = std::fs::read_to_string(repo_root().join("README.md")).unwrap();
     assert!(!imports.is_empty());
     // Our own types interface declares types only: nothing to call.
-    for import in imports.iter().filter(|import| !import.starts_with("cedar-edge:authz/types@")) {
+    for import in imports
+        .iter()
+        .filter(|import| !import.starts_with("cedar-edge:authz/types@"))
+    {
         assert!(import.starts_with("wasi:"), "unexpected import `{import}`");
         assert!(
             !import.starts_with("wasi:sockets"),
