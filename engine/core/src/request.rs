@@ -3,8 +3,11 @@
 
 use std::collections::{HashMap, HashSet};
 use std::str::FromStr;
+use std::sync::LazyLock;
 
 use cedar_policy::{EntityId, EntityTypeName, RestrictedExpression};
+use cedar_policy_core::ast;
+use ref_cast::RefCast;
 
 use crate::value::{Attributes, EntityUid, ExtensionKind, ValueNode};
 
@@ -264,12 +267,7 @@ fn cedar_value(
         ValueNode::Long(n) => RestrictedExpression::new_long(*n),
         ValueNode::String(text) => RestrictedExpression::new_string(text.clone()),
         ValueNode::Entity(uid) => RestrictedExpression::new_entity_uid(cedar_uid(uid, field)?),
-        ValueNode::Extension(kind, arg) => match kind {
-            ExtensionKind::Ip => RestrictedExpression::new_ip(arg),
-            ExtensionKind::Decimal => RestrictedExpression::new_decimal(arg),
-            ExtensionKind::Datetime => RestrictedExpression::new_datetime(arg),
-            ExtensionKind::Duration => RestrictedExpression::new_duration(arg),
-        },
+        ValueNode::Extension(kind, arg) => extension_call(*kind, arg),
         ValueNode::Set(children) => RestrictedExpression::new_set(
             children
                 .iter()
@@ -284,6 +282,44 @@ fn cedar_value(
         )
         .map_err(|err| RequestError::invalid(field, err))?,
     })
+}
+
+/// The constructor names, parsed once per process. cedar-policy's
+/// `RestrictedExpression::new_ip` and friends parse the name on every call,
+/// which costs more than evaluating a small policy set.
+static CONSTRUCTOR_NAMES: LazyLock<Option<[ast::Name; 4]>> = LazyLock::new(|| {
+    let parse = |name: &str| ast::Name::parse_unqualified_name(name).ok();
+    Some([
+        parse("ip")?,
+        parse("decimal")?,
+        parse("datetime")?,
+        parse("duration")?,
+    ])
+});
+
+/// A call to the extension constructor for `kind`, which Cedar evaluates
+/// (and so checks) when it builds the context or entity.
+fn extension_call(kind: ExtensionKind, arg: &str) -> RestrictedExpression {
+    let slot = match kind {
+        ExtensionKind::Ip => 0,
+        ExtensionKind::Decimal => 1,
+        ExtensionKind::Datetime => 2,
+        ExtensionKind::Duration => 3,
+    };
+    match CONSTRUCTOR_NAMES.as_ref().and_then(|names| names.get(slot)) {
+        Some(name) => RestrictedExpression::ref_cast(&ast::RestrictedExpr::call_extension_fn(
+            name.clone(),
+            [ast::RestrictedExpr::val(arg)],
+        ))
+        .clone(),
+        // Unreachable with valid constants; the public API is the fallback.
+        None => match kind {
+            ExtensionKind::Ip => RestrictedExpression::new_ip(arg),
+            ExtensionKind::Decimal => RestrictedExpression::new_decimal(arg),
+            ExtensionKind::Datetime => RestrictedExpression::new_datetime(arg),
+            ExtensionKind::Duration => RestrictedExpression::new_duration(arg),
+        },
+    }
 }
 
 /// Builds a request-scoped Cedar entity.
