@@ -202,6 +202,8 @@ pub struct Bundle {
     pub(crate) authorizer: Authorizer,
     pub(crate) limits: RequestLimits,
     policy_ids: Vec<String>,
+    /// Policy or template id → the bundle file it was written in.
+    policy_files: HashMap<String, String>,
 }
 
 impl Bundle {
@@ -222,8 +224,6 @@ impl Bundle {
         if let (Some(schema), true) = (&schema, diagnostics.is_empty()) {
             validate_policies(schema, &policies, &origins, &mut diagnostics);
         }
-        #[cfg(not(feature = "validate"))]
-        let _ = &origins;
         let entities = parse_entities(source.entities.as_ref(), schema.as_ref(), &mut diagnostics);
         if !diagnostics.is_empty() {
             return Err(LoadError { diagnostics });
@@ -233,6 +233,13 @@ impl Bundle {
             .map(|policy| policy.id().to_string())
             .collect();
         policy_ids.sort();
+        let mut policy_files: HashMap<String, String> = origins
+            .iter()
+            .map(|(id, file)| (id.clone(), file.path.clone()))
+            .collect();
+        for policy in policies.policies().filter(|policy| !policy.is_static()) {
+            policy_files.insert(policy.id().to_string(), TEMPLATE_LINKS_FILE.to_owned());
+        }
         Ok(Self {
             id: source.content_hash(),
             policies,
@@ -241,6 +248,7 @@ impl Bundle {
             authorizer: Authorizer::new(),
             limits,
             policy_ids,
+            policy_files,
         })
     }
 
@@ -267,6 +275,11 @@ impl Bundle {
     /// The bundle's static entities.
     pub fn entities(&self) -> &Entities {
         &self.entities
+    }
+
+    /// The bundle file a policy, template or template link was written in.
+    pub fn policy_file(&self, policy_id: &str) -> Option<&str> {
+        self.policy_files.get(policy_id).map(String::as_str)
     }
 
     /// The limits requests are checked against.

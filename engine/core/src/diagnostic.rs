@@ -38,7 +38,7 @@ impl Diagnostic {
     }
 
     /// Converts one of Cedar's errors, placing its first label in `text`.
-    pub(crate) fn from_cedar(file: &str, text: &str, error: &dyn miette::Diagnostic) -> Self {
+    pub fn from_cedar(file: &str, text: &str, error: &dyn miette::Diagnostic) -> Self {
         let mut diagnostic = Self::in_file(file, full_message(error));
         diagnostic.help = error.help().map(|help| help.to_string());
         if let Some(label) = error.labels().and_then(|mut labels| labels.next()) {
@@ -61,7 +61,7 @@ impl Diagnostic {
     }
 
     /// Sets the span and works out its line and column in `text`.
-    pub(crate) fn place(&mut self, text: &str, offset: usize, length: usize) {
+    pub fn place(&mut self, text: &str, offset: usize, length: usize) {
         let before = text.get(..offset).unwrap_or(text);
         let line_start = before.rfind('\n').map_or(0, |newline| newline + 1);
         self.line = saturating_u32(before.matches('\n').count() + 1);

@@ -17,7 +17,7 @@ mod convert;
 mod error;
 mod native;
 
-pub use backend::Backend;
+pub use backend::{Backend, deny_for};
 pub use component::{ComponentBackend, ComponentRuntime, PoolStats, RuntimeConfig};
 pub use error::{AuthorizeError, RuntimeError};
 pub use native::NativeBackend;

@@ -1,16 +1,16 @@
-//! `cedar-edge`: Cedar decisions from the command line, through the same
-//! WebAssembly component that production hosts load.
+//! `cedar-edge`: Cedar decisions and policy checks from the command line,
+//! through the same WebAssembly component that production hosts load.
 //!
 //! This file only parses arguments and dispatches; each command lives in
 //! `command/`.
 
 mod command;
-mod exit;
-mod report;
 
+use cedar_edge_cli::exit_codes;
 use clap::{Parser, Subcommand};
 
-/// Cedar policy decisions, through the cedar-edge WebAssembly component.
+/// Cedar policy decisions and policy-as-code checks, through the cedar-edge
+/// WebAssembly component.
 #[derive(Debug, Parser)]
 #[command(name = "cedar-edge", version, about)]
 struct Cli {
@@ -22,6 +22,14 @@ struct Cli {
 enum Command {
     /// Decide one request against a policy bundle.
     Authorize(command::authorize::AuthorizeArgs),
+    /// Check a bundle: parse errors, strict schema validation, and lints.
+    Validate(command::validate::ValidateArgs),
+    /// Format a bundle's Cedar files the way Cedar's formatter does.
+    Fmt(command::fmt::FmtArgs),
+    /// Run a bundle's test suites (`BUNDLE/tests/*.yaml`).
+    Test(command::test::TestArgs),
+    /// Show which decisions change between two versions of a bundle.
+    Diff(command::diff::DiffArgs),
 }
 
 fn main() -> std::process::ExitCode {
@@ -30,14 +38,18 @@ fn main() -> std::process::ExitCode {
         Err(err) => {
             let _ = err.print();
             return if err.use_stderr() {
-                exit::USAGE.into()
+                exit_codes::USAGE.into()
             } else {
-                exit::ALLOW.into()
+                exit_codes::OK.into()
             };
         }
     };
     let code = match cli.command {
         Command::Authorize(args) => command::authorize::run(&args),
+        Command::Validate(args) => command::validate::run(&args),
+        Command::Fmt(args) => command::fmt::run(&args),
+        Command::Test(args) => command::test::run(&args),
+        Command::Diff(args) => command::diff::run(&args),
     };
     code.into()
 }

@@ -3,24 +3,14 @@
 use std::path::PathBuf;
 use std::str::FromStr;
 
-use cedar_edge_engine::{
-    Attributes, BundleSource, ContextInput, EntityInput, EntityUid, Request, Response,
-};
-use cedar_edge_runtime::{Backend, ComponentRuntime, NativeBackend, RuntimeConfig, RuntimeError};
+use cedar_edge_cli::engines::BackendChoice;
+use cedar_edge_cli::entities::read_entities_file;
+use cedar_edge_cli::exit_codes;
+use cedar_edge_cli::report::print_usage_error;
+use cedar_edge_engine::{ContextInput, EntityUid, Request, Response};
 use clap::{Args, ValueEnum};
-use serde::Deserialize;
 
-use crate::exit;
-use crate::report::{print_bundle_diagnostics, print_usage_error};
-
-/// Which engine decides.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum BackendChoice {
-    /// The WebAssembly component on wasmtime, as production hosts run it.
-    Component,
-    /// The same core, in-process.
-    Native,
-}
+use super::{load_backend, read_bundle, start_engines};
 
 /// How to print the decision.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -65,57 +55,32 @@ pub fn run(args: &AuthorizeArgs) -> u8 {
     let request = match build_request(args) {
         Ok(request) => request,
         Err((flag, message)) => {
-            print_usage_error(flag, &message);
-            return exit::USAGE;
+            print_usage_error("authorize", flag, &message);
+            return exit_codes::USAGE;
         }
     };
-    let source = match BundleSource::from_dir(&args.bundle) {
+    let source = match read_bundle(&args.bundle) {
         Ok(source) => source,
-        Err(err) => {
-            eprintln!("{:?}", miette::Report::msg(err.to_string()));
-            return exit::BUNDLE;
-        }
+        Err(code) => return code,
     };
-    let config = RuntimeConfig::default();
-    let loaded: Result<Box<dyn Backend>, RuntimeError> = match args.backend {
-        BackendChoice::Native => {
-            NativeBackend::load(&source, config.request_limits).map(|b| Box::new(b) as _)
-        }
-        BackendChoice::Component => ComponentRuntime::new(config)
-            .and_then(|runtime| runtime.load_bundle(&source))
-            .map(|b| Box::new(b) as _),
-    };
-    let backend = match loaded {
+    let backend = match start_engines(args.backend)
+        .and_then(|engines| load_backend(&engines, &args.bundle, &source))
+    {
         Ok(backend) => backend,
-        Err(RuntimeError::Load(err)) => {
-            print_bundle_diagnostics(&args.bundle, &source, &err.diagnostics);
-            eprintln!(
-                "error: `{}` has {} problem(s)",
-                args.bundle.display(),
-                err.diagnostics.len()
-            );
-            return exit::BUNDLE;
-        }
-        Err(err) => {
-            eprintln!("{:?}", miette::Report::msg(err.to_string()));
-            return exit::RUNTIME;
-        }
+        Err(code) => return code,
     };
     // Fail closed: a request the engine cannot decide is a deny with its reason.
     let response = backend.decide(&request);
     print_response(args, &request, &response);
     if response.is_allowed() {
-        exit::ALLOW
+        exit_codes::OK
     } else {
-        exit::DENY
+        exit_codes::DENY
     }
 }
 
 fn print_response(args: &AuthorizeArgs, request: &Request, response: &Response) {
-    let backend = match args.backend {
-        BackendChoice::Component => "component",
-        BackendChoice::Native => "native",
-    };
+    let backend = args.backend.name();
     match args.format {
         OutputFormat::Json => {
             let mut json = serde_json::to_value(response).unwrap_or_default();
@@ -181,7 +146,7 @@ fn build_request(args: &AuthorizeArgs) -> Result<Request, UsageError> {
     };
     let entities = match &args.entities {
         None => Vec::new(),
-        Some(path) => read_entities(path).map_err(|message| ("--entities", message))?,
+        Some(path) => read_entities_file(path).map_err(|message| ("--entities", message))?,
     };
     Ok(Request {
         principal: uid("--principal", &args.principal)?,
@@ -199,46 +164,4 @@ fn read_arg_or_file(text: &str) -> Result<String, String> {
         }
         None => Ok(text.to_owned()),
     }
-}
-
-/// One entity in Cedar's JSON entity format.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct EntityJson {
-    uid: EntityUid,
-    #[serde(default)]
-    attrs: serde_json::Value,
-    #[serde(default)]
-    parents: Vec<EntityUid>,
-    #[serde(default)]
-    tags: Option<serde_json::Value>,
-}
-
-fn read_entities(path: &std::path::Path) -> Result<Vec<EntityInput>, String> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|err| format!("cannot read `{}`: {err}", path.display()))?;
-    let entities: Vec<EntityJson> =
-        serde_json::from_str(&text).map_err(|err| format!("`{}`: {err}", path.display()))?;
-    entities
-        .into_iter()
-        .map(|entity| {
-            if entity.tags.is_some() {
-                return Err(format!(
-                    "`{}`: entity tags are not supported in request entities",
-                    entity.uid
-                ));
-            }
-            let attrs = if entity.attrs.is_null() {
-                Attributes::default()
-            } else {
-                Attributes::from_json(&entity.attrs)
-                    .map_err(|err| format!("`{}` attrs: {err}", entity.uid))?
-            };
-            Ok(EntityInput {
-                uid: entity.uid,
-                attrs,
-                parents: entity.parents,
-            })
-        })
-        .collect()
 }

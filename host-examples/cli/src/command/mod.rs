@@ -1,3 +1,55 @@
-//! One module per subcommand.
+//! One module per subcommand, plus the loading steps they share.
 
 pub mod authorize;
+pub mod diff;
+pub mod fmt;
+pub mod test;
+pub mod validate;
+
+use std::path::Path;
+
+use cedar_edge_cli::engines::Engines;
+use cedar_edge_cli::exit_codes;
+use cedar_edge_cli::report::print_bundle_diagnostics;
+use cedar_edge_engine::BundleSource;
+use cedar_edge_runtime::{Backend, RuntimeError};
+
+/// Reads a bundle directory, or prints why not and returns the exit code.
+pub fn read_bundle(dir: &Path) -> Result<BundleSource, u8> {
+    BundleSource::from_dir(dir).map_err(|err| {
+        eprintln!("{:?}", miette::Report::msg(err.to_string()));
+        exit_codes::BUNDLE
+    })
+}
+
+/// Loads a bundle into the backend, or prints every problem and returns the
+/// exit code.
+pub fn load_backend(
+    engines: &Engines,
+    dir: &Path,
+    source: &BundleSource,
+) -> Result<Box<dyn Backend>, u8> {
+    engines.load(source).map_err(|err| match err {
+        RuntimeError::Load(err) => {
+            print_bundle_diagnostics(dir, source, &err.diagnostics);
+            eprintln!(
+                "error: `{}` has {} problem(s)",
+                dir.display(),
+                err.diagnostics.len()
+            );
+            exit_codes::BUNDLE
+        }
+        other => runtime_failure(&other),
+    })
+}
+
+/// Prints a runtime failure and returns its exit code.
+pub fn runtime_failure(err: &RuntimeError) -> u8 {
+    eprintln!("{:?}", miette::Report::msg(err.to_string()));
+    exit_codes::RUNTIME
+}
+
+/// Starts the chosen engine, or prints why not.
+pub fn start_engines(choice: cedar_edge_cli::engines::BackendChoice) -> Result<Engines, u8> {
+    Engines::new(choice).map_err(|err| runtime_failure(&err))
+}

@@ -1,0 +1,54 @@
+//! Request-scoped entities in Cedar's JSON entity format, as the CLI and the
+//! test suites accept them.
+
+use cedar_edge_engine::{Attributes, EntityInput, EntityUid};
+use serde::Deserialize;
+
+/// One entity in Cedar's JSON entity format.
+#[derive(Debug, Clone, Deserialize, serde::Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct EntityJson {
+    /// The entity's uid, `{"type": ..., "id": ...}`.
+    pub uid: EntityUid,
+    /// Its attributes, in Cedar's JSON value form.
+    #[serde(default)]
+    pub attrs: serde_json::Value,
+    /// Its parents.
+    #[serde(default)]
+    pub parents: Vec<EntityUid>,
+    /// Tags, which request entities cannot carry; present only to be refused
+    /// with a clear message.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tags: Option<serde_json::Value>,
+}
+
+impl EntityJson {
+    /// The typed form the engine takes.
+    pub fn to_input(&self) -> Result<EntityInput, String> {
+        if self.tags.is_some() {
+            return Err(format!(
+                "`{}`: entity tags are not supported in request entities",
+                self.uid
+            ));
+        }
+        let attrs = if self.attrs.is_null() {
+            Attributes::default()
+        } else {
+            Attributes::from_json(&self.attrs).map_err(|err| format!("`{}` attrs: {err}", self.uid))?
+        };
+        Ok(EntityInput {
+            uid: self.uid.clone(),
+            attrs,
+            parents: self.parents.clone(),
+        })
+    }
+}
+
+/// Reads a JSON array of entities from a file.
+pub fn read_entities_file(path: &std::path::Path) -> Result<Vec<EntityInput>, String> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|err| format!("cannot read `{}`: {err}", path.display()))?;
+    let entities: Vec<EntityJson> =
+        serde_json::from_str(&text).map_err(|err| format!("`{}`: {err}", path.display()))?;
+    entities.iter().map(EntityJson::to_input).collect()
+}
