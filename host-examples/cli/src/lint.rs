@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use cedar_edge_engine::{Bundle, BundleSource, Diagnostic};
 use cedar_policy::{
     ActionConstraint, Effect, Entities, EntityUid, Policy, PrincipalConstraint, ResourceConstraint,
-    Schema, ValidationMode, Validator,
+    Schema, ValidationMode, ValidationWarning, Validator,
 };
 use serde::Serialize;
 
@@ -254,10 +254,18 @@ fn validator_warnings(locator: &Locator<'_>, schema: &Schema) -> Vec<Finding> {
         let policy_id = warning.policy_id().to_string();
         let path = locator.bundle.policy_file(&policy_id).unwrap_or_default();
         let text = locator.file_text(path).unwrap_or_default();
-        let check = miette::Diagnostic::code(warning)
-            .map(|code| code.to_string())
-            .unwrap_or_else(|| "validator-warning".to_owned());
-        let check = check.rsplit("::").next().unwrap_or(&check).replace('_', "-");
+        let check = match warning {
+            // Our own `scope-never-matches` says this, placed the same way.
+            ValidationWarning::InvalidActionApplication(_) => continue,
+            ValidationWarning::ImpossiblePolicy(_) => "impossible-policy",
+            ValidationWarning::MixedScriptString(_)
+            | ValidationWarning::MixedScriptIdentifier(_)
+            | ValidationWarning::ConfusableIdentifier(_) => "confusable-text",
+            ValidationWarning::BidiCharsInString(_)
+            | ValidationWarning::BidiCharsInIdentifier(_) => "bidirectional-text",
+            _ => "validator-warning",
+        }
+        .to_owned();
         by_policy.entry(policy_id.clone()).or_default().push(Finding {
             severity: Severity::Warning,
             check,

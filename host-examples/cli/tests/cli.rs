@@ -6,25 +6,11 @@
     clippy::indexing_slicing
 )]
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+mod common;
 
-fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
+use std::process::Output;
 
-fn cedar_edge(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_cedar-edge"))
-        .args(args)
-        .current_dir(repo())
-        // Keep the compiled-component cache inside the build tree.
-        .env(
-            "XDG_CACHE_HOME",
-            Path::new(env!("CARGO_TARGET_TMPDIR")).join("cli-cache"),
-        )
-        .output()
-        .expect("the binary runs")
-}
+use common::{cedar_edge, text, write_tree};
 
 const BUNDLE: &str = "policies/airflow-gitlab";
 const CONTEXT: &str = "@policies/airflow-gitlab/requests/context-mfa-office.json";
@@ -48,9 +34,6 @@ fn authorize(principal: &str, action: &str, resource: &str, extra: &[&str]) -> O
     cedar_edge(&args)
 }
 
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
-}
 
 #[test]
 fn allow_exits_zero_and_names_the_policy() {
@@ -162,19 +145,16 @@ fn a_request_the_schema_rejects_is_a_deny_with_the_reason() {
 
 #[test]
 fn a_broken_bundle_exits_65_pointing_at_the_line() {
-    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("broken-bundle");
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    std::fs::write(
-        dir.join("ok.cedar"),
-        "permit (principal, action, resource);\n",
-    )
-    .unwrap();
-    std::fs::write(
-        dir.join("bad.cedar"),
-        "// a comment\n\npermit (principal, action, resource) when { ;\n",
-    )
-    .unwrap();
+    let dir = write_tree(
+        "broken-bundle",
+        &[
+            ("ok.cedar", "permit (principal, action, resource);\n"),
+            (
+                "bad.cedar",
+                "// a comment\n\npermit (principal, action, resource) when { ;\n",
+            ),
+        ],
+    );
     let out = cedar_edge(&[
         "authorize",
         "--bundle",
