@@ -3,7 +3,8 @@
 //! - `cargo xtask demo`: installs the wasm target, builds everything once and
 //!   decides example requests on the bundled airflow-gitlab bundle;
 //! - `cargo xtask test`: installs what the tests need, checks formatting and
-//!   lints, and runs every test.
+//!   lints, runs every test, then checks every bundle in `policies/` the way
+//!   a policy repository's CI does.
 
 use std::process::{Command, ExitCode};
 
@@ -120,7 +121,8 @@ fn demo() -> Result<(), String> {
             return Err(format!("`{cli}` failed with {status}"));
         }
     }
-    Ok(())
+    println!("\n# the bundle's own test suites, through the component, with coverage");
+    run(cli, &["test", bundle, "--coverage"])
 }
 
 fn test() -> Result<(), String> {
@@ -133,5 +135,52 @@ fn test() -> Result<(), String> {
     cargo(&clippy)?;
     let mut test = vec!["test", "--release", "--all-targets", "--no-fail-fast"];
     test.extend_from_slice(HOST_ONLY);
-    cargo(&test)
+    cargo(&test)?;
+    check_policies()
+}
+
+/// Every bundle passes `validate --deny-warnings`, `fmt --check` and its
+/// suites with full coverage, through the CLI that `cargo test` just built.
+fn check_policies() -> Result<(), String> {
+    let cli = "target/release/cedar-edge";
+    let mut bundles: Vec<String> = std::fs::read_dir("policies")
+        .map_err(|err| format!("cannot read `policies`: {err}"))?
+        .filter_map(Result::ok)
+        .map(|entry| entry.path())
+        .filter(|path| path.is_dir())
+        .map(|path| path.display().to_string())
+        .collect();
+    bundles.sort();
+    std::fs::create_dir_all("target/policy-reports")
+        .map_err(|err| format!("cannot create `target/policy-reports`: {err}"))?;
+    for bundle in &bundles {
+        let name = bundle.rsplit('/').next().unwrap_or(bundle);
+        let junit = format!("target/policy-reports/{name}.xml");
+        run(cli, &["validate", "--deny-warnings", bundle])?;
+        run(cli, &["fmt", "--check", bundle])?;
+        run(
+            cli,
+            &[
+                "test",
+                bundle,
+                "--min-coverage",
+                "100",
+                "--junit-file",
+                &junit,
+            ],
+        )?;
+    }
+    eprintln!("xtask: {} bundles valid, formatted and fully covered", bundles.len());
+    // The shipped hook must agree: it is what policy repositories run.
+    eprintln!("$ CHECK_ALL=1 host-examples/ci/pre-commit");
+    let hook = Command::new("host-examples/ci/pre-commit")
+        .env("CHECK_ALL", "1")
+        .env("CEDAR_EDGE", cli)
+        .status()
+        .map_err(|err| format!("cannot start the pre-commit hook: {err}"))?;
+    if hook.success() {
+        Ok(())
+    } else {
+        Err(format!("the pre-commit hook failed with {hook}"))
+    }
 }
