@@ -277,6 +277,30 @@ impl Bundle {
         &self.entities
     }
 
+    /// Whether the bundle's static entities hold this uid.
+    pub fn has_entity(&self, uid: &EntityUid) -> bool {
+        crate::request::cedar_uid(uid, "uid")
+            .is_ok_and(|uid| self.entities.get(&uid).is_some())
+    }
+
+    /// The entity types the schema declares, with their namespaces; `None`
+    /// without a schema.
+    pub fn schema_entity_types(&self) -> Option<Vec<String>> {
+        let schema = self.schema.as_ref()?;
+        Some(schema.entity_types().map(ToString::to_string).collect())
+    }
+
+    /// The actions the schema declares; `None` without a schema.
+    pub fn schema_actions(&self) -> Option<Vec<EntityUid>> {
+        let schema = self.schema.as_ref()?;
+        Some(
+            schema
+                .actions()
+                .map(|uid| EntityUid::new(uid.type_name().to_string(), uid.id().unescaped()))
+                .collect(),
+        )
+    }
+
     /// The bundle file a policy, template or template link was written in.
     pub fn policy_file(&self, policy_id: &str) -> Option<&str> {
         self.policy_files.get(policy_id).map(String::as_str)

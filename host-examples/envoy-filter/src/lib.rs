@@ -1,0 +1,16 @@
+//! Cedar decisions inside Envoy: a proxy-wasm HTTP filter that links the
+//! cedar-edge core directly (proxy-wasm hosts load core modules, not
+//! components).
+//!
+//! The root context parses the configuration and loads the bundle once per
+//! VM ([`mapping::Filter::from_json`]); each request is only mapped and
+//! evaluated ([`mapping::Filter::decide`]). Everything but the host calls is
+//! plain Rust, tested natively.
+
+pub mod config;
+pub mod decision;
+pub mod mapping;
+pub mod protobuf;
+
+#[cfg(target_arch = "wasm32")]
+mod plugin;

@@ -1,0 +1,251 @@
+//! The proxy-wasm glue: only host calls and bookkeeping live here; every
+//! decision is made by [`crate::mapping::Filter`].
+//!
+//! No callback panics on its own account: host calls that can fail are
+//! handled, and a missing configuration or value denies.
+
+use std::cell::Cell;
+use std::rc::Rc;
+use std::time::UNIX_EPOCH;
+
+use proxy_wasm::hostcalls;
+use proxy_wasm::traits::{Context, HttpContext, RootContext};
+use proxy_wasm::types::{Action, ContextType, LogLevel, MapType, MetricType};
+
+use crate::config::ClaimsSource;
+use crate::decision::{log_line, refusal_body};
+use crate::mapping::{Claims, Filter, HttpRequest, Verdict, claims_from_header};
+use crate::protobuf::filter_metadata;
+
+proxy_wasm::main! {{
+    proxy_wasm::set_log_level(LogLevel::Info);
+    proxy_wasm::set_root_context(|_| -> Box<dyn RootContext> { Box::new(Root::default()) });
+}}
+
+/// Counter ids, defined once per VM.
+#[derive(Debug, Clone, Copy, Default)]
+struct Counters {
+    allowed: u32,
+    denied: u32,
+    errors: u32,
+    shadow_denied: u32,
+}
+
+impl Counters {
+    fn define() -> Self {
+        let counter = |name: &str| hostcalls::define_metric(MetricType::Counter, name).unwrap_or(0);
+        Self {
+            allowed: counter("cedar_edge.allowed"),
+            denied: counter("cedar_edge.denied"),
+            errors: counter("cedar_edge.errors"),
+            shadow_denied: counter("cedar_edge.shadow_denied"),
+        }
+    }
+
+    fn bump(id: u32) {
+        let _ = hostcalls::increment_metric(id, 1);
+    }
+}
+
+#[derive(Default)]
+struct Root {
+    filter: Option<Rc<Filter>>,
+    counters: Counters,
+    next_id: Cell<u64>,
+}
+
+impl Context for Root {}
+
+impl RootContext for Root {
+    fn on_configure(&mut self, _size: usize) -> bool {
+        self.counters = Counters::define();
+        let bytes = match hostcalls::get_buffer(proxy_wasm::types::BufferType::PluginConfiguration, 0, usize::MAX) {
+            Ok(Some(bytes)) => bytes,
+            Ok(None) | Err(_) => {
+                log(LogLevel::Error, "cedar-edge: no plugin configuration; refusing to start");
+                return false;
+            }
+        };
+        match Filter::from_json(&bytes) {
+            Ok(filter) => {
+                log(
+                    LogLevel::Info,
+                    &format!(
+                        "cedar-edge: loaded bundle {} with {} policies{}",
+                        filter.bundle.id(),
+                        filter.bundle.policy_ids().len(),
+                        if filter.config.shadow_mode { " in shadow mode" } else { "" }
+                    ),
+                );
+                self.filter = Some(Rc::new(filter));
+                true
+            }
+            Err(err) => {
+                log(LogLevel::Error, &format!("cedar-edge: {err}"));
+                false
+            }
+        }
+    }
+
+    fn create_http_context(&self, context_id: u32) -> Option<Box<dyn HttpContext>> {
+        let sequence = self.next_id.get().wrapping_add(1);
+        self.next_id.set(sequence);
+        Some(Box::new(Request {
+            filter: self.filter.clone(),
+            counters: self.counters,
+            fallback_id: format!("cedar-{context_id}-{sequence}"),
+        }))
+    }
+
+    fn get_type(&self) -> Option<ContextType> {
+        Some(ContextType::HttpContext)
+    }
+}
+
+struct Request {
+    filter: Option<Rc<Filter>>,
+    counters: Counters,
+    fallback_id: String,
+}
+
+impl Context for Request {}
+
+impl HttpContext for Request {
+    fn on_http_request_headers(&mut self, _headers: usize, _end_of_stream: bool) -> Action {
+        let Some(filter) = self.filter.clone() else {
+            // Unconfigured: fail closed.
+            Counters::bump(self.counters.errors);
+            respond(500, "{\"decision\":\"deny\",\"error\":\"cedar-edge is not configured\"}");
+            return Action::Pause;
+        };
+        let http = read_request(&filter);
+        let decision_id = header_text(&http, "x-request-id")
+            .filter(|id| !id.is_empty() && id.len() <= 128)
+            .unwrap_or_else(|| self.fallback_id.clone());
+        let outcome = filter.decide(&http);
+        let shadow = filter.config.shadow_mode;
+        log(
+            LogLevel::Info,
+            &log_line(&outcome, &decision_id, filter.bundle.id(), shadow),
+        );
+        if outcome.error.is_some() {
+            Counters::bump(self.counters.errors);
+        }
+        strip_identity_headers(&filter);
+        match outcome.verdict {
+            Verdict::Allow => {
+                Counters::bump(self.counters.allowed);
+                if let Some(request) = &outcome.request {
+                    set_header(&filter.config.upstream_headers.principal, &request.principal.to_string());
+                }
+                set_header(&filter.config.upstream_headers.decision_id, &decision_id);
+                Action::Continue
+            }
+            Verdict::Deny | Verdict::Unauthenticated if shadow => {
+                Counters::bump(self.counters.shadow_denied);
+                set_header(&filter.config.upstream_headers.decision_id, &decision_id);
+                Action::Continue
+            }
+            Verdict::Deny | Verdict::Unauthenticated => {
+                Counters::bump(self.counters.denied);
+                let body = refusal_body(&outcome, &decision_id, filter.config.reasons_in_deny_body);
+                if outcome.verdict == Verdict::Unauthenticated {
+                    respond_with(401, &body, &[("www-authenticate", "Bearer")]);
+                } else {
+                    respond(403, &body);
+                }
+                Action::Pause
+            }
+        }
+    }
+}
+
+fn read_request(filter: &Filter) -> HttpRequest {
+    let headers: Vec<(String, Vec<u8>)> = hostcalls::get_map_bytes(MapType::HttpRequestHeaders).unwrap_or_default();
+    let pseudo = |name: &str| {
+        headers
+            .iter()
+            .find(|(key, _)| key == name)
+            .and_then(|(_, value)| String::from_utf8(value.clone()).ok())
+            .unwrap_or_default()
+    };
+    let claims = match &filter.config.identity.source {
+        ClaimsSource::JwtMetadata { namespace, key } => {
+            // The whole dynamic metadata comes back as one serialized
+            // `Metadata` message; deeper paths come back in Envoy's CEL
+            // serialization, which is not protobuf.
+            match hostcalls::get_property(vec!["metadata"]) {
+                Ok(Some(bytes)) => match filter_metadata(&bytes, namespace) {
+                    Ok(Some(found)) => match found.get(key.as_str()) {
+                        Some(serde_json::Value::Object(claims)) => Claims::Present(claims.clone()),
+                        Some(_) => Claims::Invalid(format!("`{key}` is not an object")),
+                        None => Claims::Absent,
+                    },
+                    Ok(None) => Claims::Absent,
+                    Err(err) => Claims::Invalid(err.to_string()),
+                },
+                Ok(None) | Err(_) => Claims::Absent,
+            }
+        }
+        ClaimsSource::Header { name } => headers
+            .iter()
+            .find(|(key, _)| key.eq_ignore_ascii_case(name))
+            .map_or(Claims::Absent, |(_, value)| claims_from_header(value)),
+    };
+    let property = |path: Vec<&str>| {
+        hostcalls::get_property(path)
+            .ok()
+            .flatten()
+            .and_then(|bytes| String::from_utf8(bytes).ok())
+    };
+    let now_seconds = hostcalls::get_current_time()
+        .ok()
+        .and_then(|now| now.duration_since(UNIX_EPOCH).ok())
+        .map_or(0, |since| i64::try_from(since.as_secs()).unwrap_or(i64::MAX));
+    HttpRequest {
+        method: pseudo(":method"),
+        path: pseudo(":path"),
+        source_address: property(vec!["source", "address"]),
+        peer_identity: property(vec!["connection", "uri_san_peer_certificate"]),
+        now_seconds,
+        claims,
+        headers,
+    }
+}
+
+fn header_text(http: &HttpRequest, name: &str) -> Option<String> {
+    http.headers
+        .iter()
+        .find(|(key, _)| key == name)
+        .and_then(|(_, value)| String::from_utf8(value.clone()).ok())
+}
+
+/// Client-sent copies of the headers this filter sets, and of any header
+/// the configuration names, never reach the upstream.
+fn strip_identity_headers(filter: &Filter) {
+    let upstream = &filter.config.upstream_headers;
+    let names = [upstream.principal.as_str(), upstream.decision_id.as_str()]
+        .into_iter()
+        .chain(filter.config.strip_headers.iter().map(String::as_str));
+    for name in names {
+        let _ = hostcalls::remove_map_value(MapType::HttpRequestHeaders, name);
+    }
+}
+
+fn set_header(name: &str, value: &str) {
+    let _ = hostcalls::set_map_value(MapType::HttpRequestHeaders, name, Some(value));
+}
+
+fn respond(status: u32, body: &str) {
+    respond_with(status, body, &[]);
+}
+
+fn respond_with(status: u32, body: &str, extra: &[(&str, &str)]) {
+    let mut headers = vec![("content-type", "application/json")];
+    headers.extend_from_slice(extra);
+    let _ = hostcalls::send_http_response(status, headers, Some(body.as_bytes()));
+}
+
+fn log(level: LogLevel, message: &str) {
+    let _ = hostcalls::log(level, message);
+}
