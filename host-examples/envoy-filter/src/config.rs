@@ -4,7 +4,9 @@
 
 use std::collections::BTreeMap;
 
+use cedar_edge_engine::BundleSource;
 use serde::Deserialize;
+use serde_json::{Value, json};
 
 /// The whole plugin configuration.
 #[derive(Debug, Clone, Deserialize)]
@@ -276,4 +278,31 @@ fn default_principal_header() -> String {
 
 fn default_decision_header() -> String {
     "x-cedar-decision-id".to_owned()
+}
+
+/// The `bundle` section for a bundle read from disk: every file inline.
+pub fn inline_bundle(source: &BundleSource) -> Result<Value, serde_json::Error> {
+    let policies: serde_json::Map<String, Value> = source
+        .policies
+        .iter()
+        .map(|file| (file.path.clone(), Value::String(file.contents.clone())))
+        .collect();
+    let mut bundle = json!({ "policies": policies });
+    if let Some(schema) = &source.schema {
+        bundle["schema"] = json!({"name": schema.path, "text": schema.contents});
+    }
+    if let Some(entities) = &source.entities {
+        bundle["entities"] = serde_json::from_str(&entities.contents)?;
+    }
+    if let Some(links) = &source.template_links {
+        bundle["template_links"] = serde_json::from_str(&links.contents)?;
+    }
+    Ok(bundle)
+}
+
+/// A plugin configuration: the mapping with the bundle inline.
+pub fn plugin_config(source: &BundleSource, mapping: &Value) -> Result<Value, serde_json::Error> {
+    let mut config = mapping.clone();
+    config["bundle"] = inline_bundle(source)?;
+    Ok(config)
 }

@@ -192,7 +192,10 @@ impl Filter {
         let (principal, entities) = match claims {
             Some(claims) => self.principal_from_claims(claims)?,
             None => {
-                let anonymous = identity.anonymous_principal.as_deref().ok_or(Refusal::NoIdentity)?;
+                let anonymous = identity
+                    .anonymous_principal
+                    .as_deref()
+                    .ok_or(Refusal::NoIdentity)?;
                 let uid = EntityUid::from_str(anonymous).map_err(Refusal::Invalid)?;
                 (uid, Vec::new())
             }
@@ -229,7 +232,9 @@ impl Filter {
                 .find(|(name, _)| name == method)
                 .or_else(|| route.methods.iter().find(|(name, _)| name == "*"))
                 .map(|(_, action)| action.clone())
-                .ok_or_else(|| Refusal::Invalid(format!("method `{method}` has no action on this route")))?;
+                .ok_or_else(|| {
+                    Refusal::Invalid(format!("method `{method}` has no action on this route"))
+                })?;
             let id = fill(&route.resource_id, &captures);
             return Ok((action, EntityUid::new(&route.resource_type, id)));
         }
@@ -283,7 +288,9 @@ impl Filter {
                 }
             };
             for name in names {
-                let name = name.strip_prefix(groups.strip_prefix.as_str()).unwrap_or(name);
+                let name = name
+                    .strip_prefix(groups.strip_prefix.as_str())
+                    .unwrap_or(name);
                 parents.push(EntityUid::new(&groups.entity_type, name));
             }
         }
@@ -446,22 +453,24 @@ fn parse_template(template: &str) -> Result<Vec<Segment>, String> {
     parts
         .iter()
         .enumerate()
-        .map(|(index, part)| match part.strip_prefix('{').and_then(|p| p.strip_suffix('}')) {
-            Some(name) if name.ends_with('*') && index == last => {
-                Ok(Segment::Rest(name.trim_end_matches('*').to_owned()))
-            }
-            Some(name) if name.ends_with('*') => {
-                Err(format!("`{{{name}}}` may only be the last segment"))
-            }
-            Some(name) if name.is_empty() || name.contains(['{', '}']) => {
-                Err(format!("`{part}` is not a placeholder"))
-            }
-            Some(name) => Ok(Segment::Capture(name.to_owned())),
-            None if part.contains(['{', '}']) => {
-                Err(format!("`{part}`: a placeholder fills a whole segment"))
-            }
-            None => Ok(Segment::Literal((*part).to_owned())),
-        })
+        .map(
+            |(index, part)| match part.strip_prefix('{').and_then(|p| p.strip_suffix('}')) {
+                Some(name) if name.ends_with('*') && index == last => {
+                    Ok(Segment::Rest(name.trim_end_matches('*').to_owned()))
+                }
+                Some(name) if name.ends_with('*') => {
+                    Err(format!("`{{{name}}}` may only be the last segment"))
+                }
+                Some(name) if name.is_empty() || name.contains(['{', '}']) => {
+                    Err(format!("`{part}` is not a placeholder"))
+                }
+                Some(name) => Ok(Segment::Capture(name.to_owned())),
+                None if part.contains(['{', '}']) => {
+                    Err(format!("`{part}`: a placeholder fills a whole segment"))
+                }
+                None => Ok(Segment::Literal((*part).to_owned())),
+            },
+        )
         .collect()
 }
 
@@ -576,7 +585,10 @@ fn context_value(
                 .source_address
                 .as_deref()
                 .ok_or_else(|| "the source address is unknown".to_owned())?;
-            Ok(Value::Extension(ExtensionKind::Ip, strip_port(address).to_owned()))
+            Ok(Value::Extension(
+                ExtensionKind::Ip,
+                strip_port(address).to_owned(),
+            ))
         }
         ContextSource::RequestTime => Ok(Value::Long(http.now_seconds)),
         ContextSource::TokenAge => {
@@ -592,7 +604,11 @@ fn context_value(
         )),
         ContextSource::Method => Ok(Value::String(http.method.clone())),
         ContextSource::Path => Ok(Value::String(
-            http.path.split(['?', '#']).next().unwrap_or_default().to_owned(),
+            http.path
+                .split(['?', '#'])
+                .next()
+                .unwrap_or_default()
+                .to_owned(),
         )),
         ContextSource::Header(name) => {
             let raw = http
@@ -663,7 +679,12 @@ fn json_to_value(value: &Json, as_type: Option<ValueType>) -> Result<Value, Stri
         (None, Json::Bool(flag)) => Ok(Value::Bool(*flag)),
         (None | Some(ValueType::Long), Json::Number(number)) => number
             .as_i64()
-            .or_else(|| number.as_f64().filter(|f| f.fract() == 0.0).map(|f| f as i64))
+            .or_else(|| {
+                number
+                    .as_f64()
+                    .filter(|f| f.fract() == 0.0)
+                    .map(|f| f as i64)
+            })
             .map(Value::Long)
             .ok_or_else(|| format!("`{number}` is not an integer")),
         (None, Json::Array(items)) => Ok(Value::Set(
@@ -683,12 +704,17 @@ fn json_to_value(value: &Json, as_type: Option<ValueType>) -> Result<Value, Stri
                 .collect::<Result<_, _>>()?,
         )),
         (Some(ValueType::StringSet), Json::String(text)) => Ok(Value::Set(
-            text.split(' ').filter(|part| !part.is_empty()).map(|part| Value::String(part.to_owned())).collect(),
+            text.split(' ')
+                .filter(|part| !part.is_empty())
+                .map(|part| Value::String(part.to_owned()))
+                .collect(),
         )),
         (Some(as_type), Json::String(text)) => text_to_value(text, as_type),
         (Some(ValueType::Bool), Json::Bool(flag)) => Ok(Value::Bool(*flag)),
         (Some(ValueType::String), other) => Ok(Value::String(other.to_string())),
-        (_, Json::Object(_)) => Err("objects are not mapped; name a nested claim with `a.b`".to_owned()),
+        (_, Json::Object(_)) => {
+            Err("objects are not mapped; name a nested claim with `a.b`".to_owned())
+        }
         (_, Json::Null) => Err("the value is null".to_owned()),
         (Some(as_type), other) => Err(format!("`{other}` cannot be read as {as_type:?}")),
     }

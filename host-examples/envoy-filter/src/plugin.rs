@@ -59,10 +59,17 @@ impl Context for Root {}
 impl RootContext for Root {
     fn on_configure(&mut self, _size: usize) -> bool {
         self.counters = Counters::define();
-        let bytes = match hostcalls::get_buffer(proxy_wasm::types::BufferType::PluginConfiguration, 0, usize::MAX) {
+        let bytes = match hostcalls::get_buffer(
+            proxy_wasm::types::BufferType::PluginConfiguration,
+            0,
+            usize::MAX,
+        ) {
             Ok(Some(bytes)) => bytes,
             Ok(None) | Err(_) => {
-                log(LogLevel::Error, "cedar-edge: no plugin configuration; refusing to start");
+                log(
+                    LogLevel::Error,
+                    "cedar-edge: no plugin configuration; refusing to start",
+                );
                 return false;
             }
         };
@@ -74,7 +81,11 @@ impl RootContext for Root {
                         "cedar-edge: loaded bundle {} with {} policies{}",
                         filter.bundle.id(),
                         filter.bundle.policy_ids().len(),
-                        if filter.config.shadow_mode { " in shadow mode" } else { "" }
+                        if filter.config.shadow_mode {
+                            " in shadow mode"
+                        } else {
+                            ""
+                        }
                     ),
                 );
                 self.filter = Some(Rc::new(filter));
@@ -115,7 +126,10 @@ impl HttpContext for Request {
         let Some(filter) = self.filter.clone() else {
             // Unconfigured: fail closed.
             Counters::bump(self.counters.errors);
-            respond(500, "{\"decision\":\"deny\",\"error\":\"cedar-edge is not configured\"}");
+            respond(
+                500,
+                "{\"decision\":\"deny\",\"error\":\"cedar-edge is not configured\"}",
+            );
             return Action::Pause;
         };
         let http = read_request(&filter);
@@ -136,7 +150,10 @@ impl HttpContext for Request {
             Verdict::Allow => {
                 Counters::bump(self.counters.allowed);
                 if let Some(request) = &outcome.request {
-                    set_header(&filter.config.upstream_headers.principal, &request.principal.to_string());
+                    set_header(
+                        &filter.config.upstream_headers.principal,
+                        &request.principal.to_string(),
+                    );
                 }
                 set_header(&filter.config.upstream_headers.decision_id, &decision_id);
                 Action::Continue
@@ -161,7 +178,8 @@ impl HttpContext for Request {
 }
 
 fn read_request(filter: &Filter) -> HttpRequest {
-    let headers: Vec<(String, Vec<u8>)> = hostcalls::get_map_bytes(MapType::HttpRequestHeaders).unwrap_or_default();
+    let headers: Vec<(String, Vec<u8>)> =
+        hostcalls::get_map_bytes(MapType::HttpRequestHeaders).unwrap_or_default();
     let pseudo = |name: &str| {
         headers
             .iter()
@@ -201,7 +219,9 @@ fn read_request(filter: &Filter) -> HttpRequest {
     let now_seconds = hostcalls::get_current_time()
         .ok()
         .and_then(|now| now.duration_since(UNIX_EPOCH).ok())
-        .map_or(0, |since| i64::try_from(since.as_secs()).unwrap_or(i64::MAX));
+        .map_or(0, |since| {
+            i64::try_from(since.as_secs()).unwrap_or(i64::MAX)
+        });
     HttpRequest {
         method: pseudo(":method"),
         path: pseudo(":path"),

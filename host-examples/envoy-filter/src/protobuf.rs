@@ -109,7 +109,13 @@ fn decode_value(bytes: &[u8], depth: usize) -> Result<Value, DecodeError> {
             }
             (2, WireType::Fixed64) => {
                 let number = f64::from_bits(reader.fixed64()?);
-                Number::from_f64(number).map_or(Value::Null, Value::Number)
+                // JSON payloads carry integers (`iat`, `exp`); protobuf only
+                // has doubles. Integral values within 2^53 are integers again.
+                if number.fract() == 0.0 && number.abs() < 9_007_199_254_740_992.0 {
+                    Value::from(number as i64)
+                } else {
+                    Number::from_f64(number).map_or(Value::Null, Value::Number)
+                }
             }
             (3, WireType::Len) => Value::String(
                 String::from_utf8(reader.bytes()?.to_vec())
@@ -309,9 +315,14 @@ mod tests {
         let other = json!({"x": 1});
         let bytes = encode_metadata(&[
             ("envoy.lb", other.as_object().unwrap()),
-            ("envoy.filters.http.jwt_authn", namespace.as_object().unwrap()),
+            (
+                "envoy.filters.http.jwt_authn",
+                namespace.as_object().unwrap(),
+            ),
         ]);
-        let found = filter_metadata(&bytes, "envoy.filters.http.jwt_authn").unwrap().unwrap();
+        let found = filter_metadata(&bytes, "envoy.filters.http.jwt_authn")
+            .unwrap()
+            .unwrap();
         assert_eq!(found["jwt_payload"], payload);
         assert_eq!(filter_metadata(&bytes, "absent").unwrap(), None);
     }

@@ -6,30 +6,13 @@
 use std::path::Path;
 
 use cedar_edge_engine::BundleSource;
-use serde_json::{Value, json};
+use serde_json::Value;
 
 /// The plugin configuration: the mapping file's JSON with the bundle in
 /// `bundle`, inline.
 pub fn plugin_config(bundle_dir: &Path, mapping: &Value) -> Value {
     let source = BundleSource::from_dir(bundle_dir).expect("the bundle reads");
-    let policies: serde_json::Map<String, Value> = source
-        .policies
-        .iter()
-        .map(|file| (file.path.clone(), Value::String(file.contents.clone())))
-        .collect();
-    let mut bundle = json!({ "policies": policies });
-    if let Some(schema) = &source.schema {
-        bundle["schema"] = json!({"name": schema.path, "text": schema.contents});
-    }
-    if let Some(entities) = &source.entities {
-        bundle["entities"] = serde_json::from_str(&entities.contents).expect("entities JSON");
-    }
-    if let Some(links) = &source.template_links {
-        bundle["template_links"] = serde_json::from_str(&links.contents).expect("links JSON");
-    }
-    let mut config = mapping.clone();
-    config["bundle"] = bundle;
-    config
+    cedar_edge_envoy_filter::config::plugin_config(&source, mapping).expect("bundle JSON")
 }
 
 /// Where the rendered Envoy configuration listens and sends traffic.

@@ -49,7 +49,12 @@ impl Envoy {
     /// `admin_port`) and waits until it is ready, or until it exits.
     /// Returns the process even when it never becomes ready, so that tests
     /// of refused configurations can read its log.
-    pub fn start(dir: &Path, yaml: &str, port: u16, admin_port: u16) -> Result<Self, (Self, String)> {
+    pub fn start(
+        dir: &Path,
+        yaml: &str,
+        port: u16,
+        admin_port: u16,
+    ) -> Result<Self, (Self, String)> {
         std::fs::create_dir_all(dir).expect("mkdir");
         let config = dir.join("envoy.yaml");
         std::fs::write(&config, yaml).expect("write config");

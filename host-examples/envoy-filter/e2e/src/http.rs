@@ -37,7 +37,9 @@ pub fn send(port: u16, method: &str, path: &str, headers: &[(&str, &[u8])]) -> R
     stream
         .set_read_timeout(Some(Duration::from_secs(10)))
         .expect("timeout");
-    let mut request = format!("{method} {path} HTTP/1.1\r\nhost: localhost\r\nconnection: close\r\n").into_bytes();
+    let mut request =
+        format!("{method} {path} HTTP/1.1\r\nhost: localhost\r\nconnection: close\r\n")
+            .into_bytes();
     for (name, value) in headers {
         request.extend_from_slice(name.as_bytes());
         request.extend_from_slice(b": ");
@@ -68,6 +70,14 @@ pub fn send(port: u16, method: &str, path: &str, headers: &[(&str, &[u8])]) -> R
 fn complete_length(raw: &[u8]) -> Option<usize> {
     let head_end = raw.windows(4).position(|window| window == b"\r\n\r\n")? + 4;
     let head = String::from_utf8_lossy(raw.get(..head_end)?);
+    if head
+        .to_ascii_lowercase()
+        .contains("transfer-encoding: chunked")
+    {
+        let body = raw.get(head_end..)?;
+        let end = body.windows(5).position(|window| window == b"0\r\n\r\n")?;
+        return Some(head_end + end + 5);
+    }
     let length: usize = head
         .lines()
         .filter_map(|line| line.split_once(':'))
@@ -95,13 +105,38 @@ fn parse(raw: &[u8]) -> Reply {
         .and_then(|line| line.split_whitespace().nth(1))
         .and_then(|code| code.parse().ok())
         .unwrap_or(0);
-    let headers = lines
+    let headers: Vec<(String, String)> = lines
         .filter_map(|line| line.split_once(':'))
         .map(|(name, value)| (name.trim().to_ascii_lowercase(), value.trim().to_owned()))
         .collect();
+    let chunked = headers
+        .iter()
+        .any(|(name, value)| name == "transfer-encoding" && value.contains("chunked"));
     Reply {
         status,
+        body: if chunked {
+            dechunk(body)
+        } else {
+            body.to_owned()
+        },
         headers,
-        body: body.to_owned(),
     }
+}
+
+fn dechunk(mut body: &str) -> String {
+    let mut out = String::new();
+    while let Some((size, rest)) = body.split_once("\r\n") {
+        let Ok(size) = usize::from_str_radix(size.trim(), 16) else {
+            break;
+        };
+        if size == 0 || rest.len() < size {
+            break;
+        }
+        out.push_str(rest.get(..size).unwrap_or_default());
+        body = rest
+            .get(size..)
+            .unwrap_or_default()
+            .trim_start_matches("\r\n");
+    }
+    out
 }

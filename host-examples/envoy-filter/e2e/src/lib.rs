@@ -1,7 +1,12 @@
 //! Test equipment for the Envoy filter: RSA keys and RS256 JWTs, an echo
 //! upstream, a real Envoy process on loopback, a raw HTTP/1.1 client, and
 //! the renderer for the shipped Envoy configurations.
-#![allow(clippy::expect_used, clippy::unwrap_used, clippy::panic, missing_debug_implementations)]
+#![allow(
+    clippy::expect_used,
+    clippy::unwrap_used,
+    clippy::panic,
+    missing_debug_implementations
+)]
 
 pub mod config;
 pub mod envoy;

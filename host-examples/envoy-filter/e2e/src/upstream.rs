@@ -81,7 +81,8 @@ fn serve(stream: TcpStream, hits: &AtomicUsize) {
             return;
         }
         hits.fetch_add(1, Ordering::Relaxed);
-        let echo = serde_json::json!({"method": method, "path": path, "headers": headers}).to_string();
+        let echo =
+            serde_json::json!({"method": method, "path": path, "headers": headers}).to_string();
         let response = format!(
             "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{echo}",
             echo.len()

@@ -1,0 +1,246 @@
+//! The mapping from HTTP to Cedar, natively: paths, methods, claims and
+//! hostile headers, against the airflow-gitlab bundle and the shipped
+//! example mapping.
+#![allow(
+    clippy::expect_used,
+    clippy::unwrap_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
+
+use std::path::Path;
+
+use cedar_edge_engine::{BundleSource, ContextInput, EntityUid, Value};
+use cedar_edge_envoy_filter::config::plugin_config;
+use cedar_edge_envoy_filter::mapping::{
+    Claims, Filter, HttpRequest, Refusal, Verdict, claims_from_header,
+};
+use serde_json::json;
+
+fn repo() -> &'static Path {
+    Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../.."))
+}
+
+fn config_json(edit: impl FnOnce(&mut serde_json::Value)) -> Vec<u8> {
+    let source = BundleSource::from_dir(&repo().join("policies/airflow-gitlab")).unwrap();
+    let mapping: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(
+            repo().join("host-examples/envoy-filter/examples/airflow-mapping.json"),
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    let mut config = plugin_config(&source, &mapping).unwrap();
+    edit(&mut config);
+    config.to_string().into_bytes()
+}
+
+fn filter() -> Filter {
+    Filter::from_json(&config_json(|_| {})).expect("the example configuration loads")
+}
+
+fn request(method: &str, path: &str, claims: serde_json::Value) -> HttpRequest {
+    HttpRequest {
+        method: method.into(),
+        path: path.into(),
+        headers: vec![("x-request-id".into(), b"r-1".to_vec())],
+        source_address: Some("10.1.2.3:51234".into()),
+        peer_identity: None,
+        now_seconds: 1_800_000_000,
+        claims: match claims {
+            serde_json::Value::Object(map) => Claims::Present(map),
+            _ => Claims::Absent,
+        },
+    }
+}
+
+fn bob() -> serde_json::Value {
+    json!({"preferred_username": "bob", "email": "bob@example.com", "amr": ["mfa"], "iat": 1_800_000_000 - 90, "groups": []})
+}
+
+#[test]
+fn paths_and_methods_map_to_actions_and_resources() {
+    let filter = filter();
+    let cases = [
+        (
+            "POST",
+            "/api/v1/dags/etl_daily/dagRuns",
+            "trigger",
+            "etl_daily",
+        ),
+        (
+            "GET",
+            "/api/v1/dags/etl_daily/dagRuns?limit=5",
+            "read",
+            "etl_daily",
+        ),
+        ("PATCH", "/api/v1/dags/ml%5Ftraining", "edit", "ml_training"),
+        ("GET", "/api/v1/dags/caf%C3%A9", "read", "café"),
+    ];
+    for (method, path, action, dag) in cases {
+        let mapped = filter.map(&request(method, path, bob())).unwrap();
+        assert_eq!(
+            mapped.action,
+            EntityUid::new("Airflow::Action", action),
+            "{method} {path}"
+        );
+        assert_eq!(
+            mapped.resource,
+            EntityUid::new("Airflow::Dag", dag),
+            "{method} {path}"
+        );
+        assert_eq!(mapped.principal, EntityUid::new("Airflow::User", "bob"));
+    }
+    for (method, path) in [
+        ("DELETE", "/api/v1/dags/etl_daily"),
+        ("GET", "/api/v1/dags"),
+        ("GET", "/api/v1/dags/etl_daily/dagRuns/extra"),
+        ("GET", "/api/v1/dags/a%2Fb"),
+        ("GET", "/api/v1/dags/%ff"),
+        ("GET", "/api/v1/dags/%zz"),
+    ] {
+        assert!(
+            matches!(
+                filter.map(&request(method, path, bob())),
+                Err(Refusal::Invalid(_))
+            ),
+            "{method} {path} must not map"
+        );
+    }
+}
+
+#[test]
+fn claims_build_a_principal_the_bundle_does_not_know() {
+    let filter = filter();
+    let frank = json!({"preferred_username": "frank", "email": "f@example.com", "amr": "pwd mfa",
+                      "iat": 1_800_000_000 - 30, "groups": ["data-platform/operators"]});
+    let mapped = filter
+        .map(&request("POST", "/api/v1/dags/etl_daily/dagRuns", frank))
+        .unwrap();
+    assert_eq!(mapped.entities.len(), 1);
+    let entity = &mapped.entities[0];
+    assert_eq!(
+        entity.parents,
+        [EntityUid::new(
+            "Airflow::GitlabGroup",
+            "data-platform/operators"
+        )]
+    );
+    let ContextInput::Typed(context) = &mapped.context else {
+        panic!("typed context")
+    };
+    let expected = cedar_edge_engine::Attributes::from_fields([
+        ("mfa".to_owned(), Value::Bool(true)),
+        (
+            "source_ip".to_owned(),
+            Value::Extension(cedar_edge_engine::ExtensionKind::Ip, "10.1.2.3".into()),
+        ),
+        ("token_age_seconds".to_owned(), Value::Long(30)),
+    ]);
+    assert_eq!(*context, expected);
+    // frank is an operator through his group claim.
+    let outcome = filter.decide(&request("POST", "/api/v1/dags/etl_daily/dagRuns", json!({
+        "preferred_username": "frank", "email": "f@example.com", "amr": ["mfa"], "iat": 1_800_000_000 - 30,
+        "groups": ["data-platform/operators"]})));
+    assert_eq!(outcome.verdict, Verdict::Allow, "{outcome:?}");
+    // A bundle entity is not replaced by claims: bob's groups come from entities.json.
+    let mapped = filter
+        .map(&request("GET", "/api/v1/dags/etl_daily", bob()))
+        .unwrap();
+    assert!(mapped.entities.is_empty());
+}
+
+#[test]
+fn a_missing_claim_denies_and_no_identity_is_401() {
+    let filter = filter();
+    let mut no_email =
+        json!({"preferred_username": "zoe", "amr": ["mfa"], "iat": 1_800_000_000, "groups": []});
+    let outcome = filter.decide(&request("GET", "/api/v1/dags/etl_daily", no_email.clone()));
+    assert_eq!(outcome.verdict, Verdict::Deny);
+    assert!(outcome.error.unwrap().contains("claim `email` is missing"));
+    no_email["email"] = json!("z@example.com");
+    no_email.as_object_mut().unwrap().remove("iat");
+    let outcome = filter.decide(&request("GET", "/api/v1/dags/etl_daily", no_email));
+    assert!(outcome.error.unwrap().contains("`iat`"));
+    let outcome = filter.decide(&request("GET", "/api/v1/dags/etl_daily", json!(null)));
+    assert_eq!(outcome.verdict, Verdict::Unauthenticated);
+    let outcome = filter.decide(&request(
+        "GET",
+        "/api/v1/dags/etl_daily",
+        json!({"preferred_username": 7}),
+    ));
+    assert_eq!(outcome.verdict, Verdict::Deny);
+}
+
+#[test]
+fn hostile_headers_deny_instead_of_breaking() {
+    let filter = Filter::from_json(&config_json(|config| {
+        config["context"]
+            .as_array_mut()
+            .unwrap()
+            .push(json!({"name": "tenant", "from": {"header": "x-tenant"}}));
+    }));
+    // The schema's context has no `tenant`: the configuration loads, and the
+    // request is refused by Cedar's request validation, naming the field.
+    let filter = filter.unwrap();
+    let mut http = request("GET", "/api/v1/dags/etl_daily", bob());
+    http.headers
+        .push(("x-tenant".into(), vec![0xff, 0xfe, b'a']));
+    let outcome = filter.decide(&http);
+    assert_eq!(outcome.verdict, Verdict::Deny);
+    assert!(outcome.error.unwrap().contains("not UTF-8"));
+
+    let mut http = request("GET", "/api/v1/dags/etl_daily", bob());
+    http.headers
+        .push(("x-huge".into(), vec![b'a'; 1024 * 1024]));
+    let outcome = filter.decide(&http);
+    assert_eq!(outcome.verdict, Verdict::Deny);
+    assert!(outcome.error.unwrap().contains("longer than"));
+}
+
+#[test]
+fn claims_from_a_trusted_header_are_base64url_json() {
+    let encoded = base64_url(br#"{"sub":"a","groups":["x"]}"#);
+    assert!(
+        matches!(claims_from_header(encoded.as_bytes()), Claims::Present(map) if map["sub"] == "a")
+    );
+    assert!(matches!(claims_from_header(b"!!!"), Claims::Invalid(_)));
+    assert!(matches!(
+        claims_from_header(base64_url(b"[1]").as_bytes()),
+        Claims::Invalid(_)
+    ));
+}
+
+fn base64_url(bytes: &[u8]) -> String {
+    use base64::Engine as _;
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+}
+
+#[test]
+fn bad_configurations_are_refused_with_every_reason() {
+    let err = Filter::from_json(&config_json(|config| {
+        config["bundle"]["policies"]["roles.cedar"] =
+            json!("permit (principal, action, resource) when { ;");
+        config["routes"]["routes"][0]["methods"]["PUT"] = json!("rewrite");
+        config["routes"]["routes"][1]["resource"]["id"] = json!("{missing}");
+        config["identity"]["principal_type"] = json!("Airflow::Person");
+    }))
+    .unwrap_err();
+    let text = err.to_string();
+    assert!(text.contains("roles.cedar:1:"), "{text}");
+    assert!(text.contains("{missing}"), "{text}");
+    let err = Filter::from_json(&config_json(|config| {
+        config["routes"]["routes"][0]["methods"]["PUT"] = json!("rewrite");
+        config["identity"]["principal_type"] = json!("Airflow::Person");
+    }))
+    .unwrap_err()
+    .to_string();
+    assert!(err.contains("Airflow::Action::\"rewrite\""), "{err}");
+    assert!(err.contains("Airflow::Person"), "{err}");
+    let typo = Filter::from_json(&config_json(|config| {
+        config["shadow_mod"] = json!(true);
+    }))
+    .unwrap_err()
+    .to_string();
+    assert!(typo.contains("shadow_mod"), "{typo}");
+}
