@@ -279,8 +279,7 @@ impl Bundle {
 
     /// Whether the bundle's static entities hold this uid.
     pub fn has_entity(&self, uid: &EntityUid) -> bool {
-        crate::request::cedar_uid(uid, "uid")
-            .is_ok_and(|uid| self.entities.get(&uid).is_some())
+        crate::request::cedar_uid(uid, "uid").is_ok_and(|uid| self.entities.get(&uid).is_some())
     }
 
     /// The entity types the schema declares, with their namespaces; `None`

@@ -34,7 +34,8 @@ impl EntityJson {
         let attrs = if self.attrs.is_null() {
             Attributes::default()
         } else {
-            Attributes::from_json(&self.attrs).map_err(|err| format!("`{}` attrs: {err}", self.uid))?
+            Attributes::from_json(&self.attrs)
+                .map_err(|err| format!("`{}` attrs: {err}", self.uid))?
         };
         Ok(EntityInput {
             uid: self.uid.clone(),

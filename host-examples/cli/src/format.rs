@@ -49,7 +49,11 @@ pub fn format_bundle(dir: &Path, source: &BundleSource) -> (Vec<Formatted>, Vec<
             }),
             Err(err) => errors.push(FormatError {
                 path,
-                message: err.chain().map(ToString::to_string).collect::<Vec<_>>().join(": "),
+                message: err
+                    .chain()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>()
+                    .join(": "),
             }),
         }
     }

@@ -102,14 +102,18 @@ impl RequestSet {
             by_type
                 .entry(uid.type_name().to_string())
                 .or_default()
-                .push(EntityUid::new(uid.type_name().to_string(), uid.id().unescaped()));
+                .push(EntityUid::new(
+                    uid.type_name().to_string(),
+                    uid.id().unescaped(),
+                ));
         }
         let Some(schema) = bundle.schema() else {
             return;
         };
         let mut added = 0usize;
         for action in schema.actions() {
-            let action_uid = EntityUid::new(action.type_name().to_string(), action.id().unescaped());
+            let action_uid =
+                EntityUid::new(action.type_name().to_string(), action.id().unescaped());
             let of_types = |types: Option<Vec<String>>| -> Vec<EntityUid> {
                 types
                     .unwrap_or_default()
@@ -269,7 +273,11 @@ pub fn markdown(report: &ImpactReport) -> String {
 }
 
 fn answer(response: &Response) -> String {
-    let decision = if response.is_allowed() { "allow" } else { "deny" };
+    let decision = if response.is_allowed() {
+        "allow"
+    } else {
+        "deny"
+    };
     if response.determining_policies.is_empty() {
         decision.to_owned()
     } else {

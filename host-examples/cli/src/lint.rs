@@ -72,16 +72,16 @@ pub fn lint(source: &BundleSource, bundle: &Bundle) -> Vec<Finding> {
                 ),
             ));
         }
-        if let Some(schema) = bundle.schema() {
-            if policy.get_valid_request_envs(schema).next().is_none() {
-                findings.push(locator.finding(
-                    &id,
-                    "scope-never-matches",
-                    format!(
-                        "the scope of policy `{id}` matches no principal, action and resource type that the schema allows together"
-                    ),
-                ));
-            }
+        if let Some(schema) = bundle.schema()
+            && policy.get_valid_request_envs(schema).next().is_none()
+        {
+            findings.push(locator.finding(
+                &id,
+                "scope-never-matches",
+                format!(
+                    "the scope of policy `{id}` matches no principal, action and resource type that the schema allows together"
+                ),
+            ));
         }
     }
     findings.extend(shadowed_permits(&locator, bundle.entities()));
@@ -89,12 +89,18 @@ pub fn lint(source: &BundleSource, bundle: &Bundle) -> Vec<Finding> {
         findings.extend(validator_warnings(&locator, schema));
     }
     findings.sort_by(|a, b| {
-        (&a.diagnostic.file, a.diagnostic.line, a.diagnostic.column, &a.check).cmp(&(
-            &b.diagnostic.file,
-            b.diagnostic.line,
-            b.diagnostic.column,
-            &b.check,
-        ))
+        (
+            &a.diagnostic.file,
+            a.diagnostic.line,
+            a.diagnostic.column,
+            &a.check,
+        )
+            .cmp(&(
+                &b.diagnostic.file,
+                b.diagnostic.line,
+                b.diagnostic.column,
+                &b.check,
+            ))
     });
     findings.dedup();
     findings
@@ -171,9 +177,19 @@ fn shadowed_permits(locator: &Locator<'_>, entities: &Entities) -> Vec<Finding> 
         .filter(|policy| policy.effect() == Effect::Permit)
     {
         let shadowing = always_forbids.iter().find(|forbid| {
-            principal_covers(&forbid.principal_constraint(), &permit.principal_constraint(), entities)
-                && action_covers(&forbid.action_constraint(), &permit.action_constraint(), entities)
-                && resource_covers(&forbid.resource_constraint(), &permit.resource_constraint(), entities)
+            principal_covers(
+                &forbid.principal_constraint(),
+                &permit.principal_constraint(),
+                entities,
+            ) && action_covers(
+                &forbid.action_constraint(),
+                &permit.action_constraint(),
+                entities,
+            ) && resource_covers(
+                &forbid.resource_constraint(),
+                &permit.resource_constraint(),
+                entities,
+            )
         });
         if let Some(forbid) = shadowing {
             let id = permit.id().to_string();
@@ -200,7 +216,11 @@ fn is_in(uid: &EntityUid, ancestor: &EntityUid, entities: &Entities) -> bool {
 
 /// The scope `outer` matches every request that the scope `inner` matches.
 /// Conservative: `false` whenever containment is not certain.
-fn principal_covers(outer: &PrincipalConstraint, inner: &PrincipalConstraint, entities: &Entities) -> bool {
+fn principal_covers(
+    outer: &PrincipalConstraint,
+    inner: &PrincipalConstraint,
+    entities: &Entities,
+) -> bool {
     use PrincipalConstraint as P;
     match (outer, inner) {
         (P::Any, _) => true,
@@ -215,7 +235,11 @@ fn principal_covers(outer: &PrincipalConstraint, inner: &PrincipalConstraint, en
     }
 }
 
-fn resource_covers(outer: &ResourceConstraint, inner: &ResourceConstraint, entities: &Entities) -> bool {
+fn resource_covers(
+    outer: &ResourceConstraint,
+    inner: &ResourceConstraint,
+    entities: &Entities,
+) -> bool {
     use ResourceConstraint as R;
     match (outer, inner) {
         (R::Any, _) => true,
@@ -248,7 +272,8 @@ fn action_covers(outer: &ActionConstraint, inner: &ActionConstraint, entities: &
 
 /// Cedar's own validator warnings, such as a policy that is always false.
 fn validator_warnings(locator: &Locator<'_>, schema: &Schema) -> Vec<Finding> {
-    let result = Validator::new(schema.clone()).validate(locator.bundle.policies(), ValidationMode::Strict);
+    let result =
+        Validator::new(schema.clone()).validate(locator.bundle.policies(), ValidationMode::Strict);
     let mut by_policy: BTreeMap<String, Vec<Finding>> = BTreeMap::new();
     for warning in result.validation_warnings() {
         let policy_id = warning.policy_id().to_string();
@@ -266,12 +291,15 @@ fn validator_warnings(locator: &Locator<'_>, schema: &Schema) -> Vec<Finding> {
             _ => "validator-warning",
         }
         .to_owned();
-        by_policy.entry(policy_id.clone()).or_default().push(Finding {
-            severity: Severity::Warning,
-            check,
-            policy_id: Some(policy_id),
-            diagnostic: Diagnostic::from_cedar(path, text, warning),
-        });
+        by_policy
+            .entry(policy_id.clone())
+            .or_default()
+            .push(Finding {
+                severity: Severity::Warning,
+                check,
+                policy_id: Some(policy_id),
+                diagnostic: Diagnostic::from_cedar(path, text, warning),
+            });
     }
     by_policy.into_values().flatten().collect()
 }

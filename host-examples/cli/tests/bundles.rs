@@ -29,7 +29,12 @@ fn every_bundle_passes_its_suites_on_both_backends_with_equal_answers() {
     for dir in all {
         let source = BundleSource::from_dir(&dir).expect("reads");
         let cases = load_suites(&dir).unwrap_or_else(|errors| panic!("{errors:?}"));
-        assert!(cases.len() >= 20, "{} has only {} cases", dir.display(), cases.len());
+        assert!(
+            cases.len() >= 20,
+            "{} has only {} cases",
+            dir.display(),
+            cases.len()
+        );
         let through_component = run_cases(
             component.load(&source).expect("loads").as_ref(),
             "component",
@@ -50,11 +55,27 @@ fn every_bundle_passes_its_suites_on_both_backends_with_equal_answers() {
                 .map(|result| (&result.case.name, &result.failures))
                 .collect();
             assert!(failures.is_empty(), "{}: {failures:#?}", dir.display());
-            assert_eq!(report.coverage_percent(), 100.0, "{}: {:?}", dir.display(), report.coverage);
+            assert_eq!(
+                report.coverage_percent(),
+                100.0,
+                "{}: {:?}",
+                dir.display(),
+                report.coverage
+            );
         }
-        for (a, b) in through_component.results.iter().zip(&through_native.results) {
+        for (a, b) in through_component
+            .results
+            .iter()
+            .zip(&through_native.results)
+        {
             assert_eq!(a.case.name, b.case.name);
-            assert_eq!(a.response, b.response, "{} / {}", dir.display(), a.case.name);
+            assert_eq!(
+                a.response,
+                b.response,
+                "{} / {}",
+                dir.display(),
+                a.case.name
+            );
         }
     }
 }

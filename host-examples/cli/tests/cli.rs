@@ -34,7 +34,6 @@ fn authorize(principal: &str, action: &str, resource: &str, extra: &[&str]) -> O
     cedar_edge(&args)
 }
 
-
 #[test]
 fn allow_exits_zero_and_names_the_policy() {
     let out = authorize(

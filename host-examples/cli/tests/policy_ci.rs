@@ -160,8 +160,14 @@ matrices:
     let out = cedar_edge(&["test", path(&dir)]);
     assert_eq!(out.status.code(), Some(66));
     let stderr = text(&out.stderr);
-    assert!(stderr.contains("unknown context fixture `ofice`"), "{stderr}");
-    assert!(stderr.contains("no expectation for `ben` / `read` / `plan`"), "{stderr}");
+    assert!(
+        stderr.contains("unknown context fixture `ofice`"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("no expectation for `ben` / `read` / `plan`"),
+        "{stderr}"
+    );
 }
 
 #[test]
@@ -233,22 +239,32 @@ fn diff_finds_a_planted_widening_and_narrowing() {
         })
         .collect();
     // ana owns the plan, so writing it was already allowed: only the reasons change.
-    assert!(changes.contains(&(
-        "narrowed".into(),
-        r#"User::"ana""#.into(),
-        r#"Action::"read""#.into(),
-        r#"Doc::"plan""#.into()
-    )), "{changes:?}");
-    assert!(changes.contains(&(
-        "reasons-changed".into(),
-        r#"User::"ana""#.into(),
-        r#"Action::"write""#.into(),
-        r#"Doc::"plan""#.into()
-    )), "{changes:?}");
-    assert!(!changes.iter().any(|change| change.0 == "widened"), "ben is not staff: {changes:?}");
+    assert!(
+        changes.contains(&(
+            "narrowed".into(),
+            r#"User::"ana""#.into(),
+            r#"Action::"read""#.into(),
+            r#"Doc::"plan""#.into()
+        )),
+        "{changes:?}"
+    );
+    assert!(
+        changes.contains(&(
+            "reasons-changed".into(),
+            r#"User::"ana""#.into(),
+            r#"Action::"write""#.into(),
+            r#"Doc::"plan""#.into()
+        )),
+        "{changes:?}"
+    );
+    assert!(
+        !changes.iter().any(|change| change.0 == "widened"),
+        "ben is not staff: {changes:?}"
+    );
 
     // A plain widening: everyone reads, so ben, who could not, now can.
-    let widening = POLICIES.to_owned() + "\n@id(\"everyone-reads\")\npermit (principal, action == Action::\"read\", resource);\n";
+    let widening = POLICIES.to_owned()
+        + "\n@id(\"everyone-reads\")\npermit (principal, action == Action::\"read\", resource);\n";
     let wider = write_tree(
         "diff-wider",
         &[
@@ -293,7 +309,12 @@ permit (principal is Doc, action, resource);
         ],
     );
     let out = cedar_edge(&["validate", path(&dir), "--format", "json"]);
-    assert_eq!(out.status.code(), Some(0), "warnings alone pass: {}", text(&out.stderr));
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "warnings alone pass: {}",
+        text(&out.stderr)
+    );
     let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     let found: Vec<(String, String, u64)> = report["findings"]
         .as_array()
@@ -323,7 +344,12 @@ permit (principal is Doc, action, resource);
     let gitlab = cedar_edge(&["validate", path(&dir), "--format", "gitlab"]);
     let issues: serde_json::Value = serde_json::from_slice(&gitlab.stdout).unwrap();
     let first = &issues.as_array().unwrap()[0];
-    assert!(first["location"]["path"].as_str().unwrap().ends_with("policies.cedar"));
+    assert!(
+        first["location"]["path"]
+            .as_str()
+            .unwrap()
+            .ends_with("policies.cedar")
+    );
     assert_eq!(first["fingerprint"].as_str().unwrap().len(), 64);
     assert!(first["location"]["lines"]["begin"].as_u64().unwrap() >= 1);
 }
@@ -351,7 +377,10 @@ fn fmt_check_lists_files_and_fmt_fixes_them() {
         "fmt",
         &[
             ("tidy.cedar", "permit (principal, action, resource);\n"),
-            ("messy.cedar", "permit(principal,action,resource)when{true};\n"),
+            (
+                "messy.cedar",
+                "permit(principal,action,resource)when{true};\n",
+            ),
         ],
     );
     let check = cedar_edge(&["fmt", "--check", path(&dir)]);
@@ -360,7 +389,10 @@ fn fmt_check_lists_files_and_fmt_fixes_them() {
     assert!(stdout.contains("messy.cedar"), "{stdout}");
     assert!(!stdout.contains("tidy.cedar"), "{stdout}");
     assert_eq!(cedar_edge(&["fmt", path(&dir)]).status.code(), Some(0));
-    assert_eq!(cedar_edge(&["fmt", "--check", path(&dir)]).status.code(), Some(0));
+    assert_eq!(
+        cedar_edge(&["fmt", "--check", path(&dir)]).status.code(),
+        Some(0)
+    );
     let fixed = std::fs::read_to_string(dir.join("messy.cedar")).unwrap();
     assert!(fixed.contains("when { true }"), "{fixed}");
 }

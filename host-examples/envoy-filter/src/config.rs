@@ -287,22 +287,33 @@ pub fn inline_bundle(source: &BundleSource) -> Result<Value, serde_json::Error> 
         .iter()
         .map(|file| (file.path.clone(), Value::String(file.contents.clone())))
         .collect();
-    let mut bundle = json!({ "policies": policies });
+    let mut bundle = serde_json::Map::new();
+    bundle.insert("policies".to_owned(), Value::Object(policies));
     if let Some(schema) = &source.schema {
-        bundle["schema"] = json!({"name": schema.path, "text": schema.contents});
+        bundle.insert(
+            "schema".to_owned(),
+            json!({"name": schema.path, "text": schema.contents}),
+        );
     }
     if let Some(entities) = &source.entities {
-        bundle["entities"] = serde_json::from_str(&entities.contents)?;
+        bundle.insert(
+            "entities".to_owned(),
+            serde_json::from_str(&entities.contents)?,
+        );
     }
     if let Some(links) = &source.template_links {
-        bundle["template_links"] = serde_json::from_str(&links.contents)?;
+        bundle.insert(
+            "template_links".to_owned(),
+            serde_json::from_str(&links.contents)?,
+        );
     }
-    Ok(bundle)
+    Ok(Value::Object(bundle))
 }
 
-/// A plugin configuration: the mapping with the bundle inline.
+/// A plugin configuration: the mapping (a JSON object) with the bundle
+/// inline under `bundle`.
 pub fn plugin_config(source: &BundleSource, mapping: &Value) -> Result<Value, serde_json::Error> {
-    let mut config = mapping.clone();
-    config["bundle"] = inline_bundle(source)?;
-    Ok(config)
+    let mut config = mapping.as_object().cloned().unwrap_or_default();
+    config.insert("bundle".to_owned(), inline_bundle(source)?);
+    Ok(Value::Object(config))
 }

@@ -15,15 +15,13 @@ pub fn refusal_body(outcome: &Outcome, decision_id: &str, with_reasons: bool) ->
         },
         "decision_id": decision_id,
     });
-    if with_reasons {
-        if let Some(object) = body.as_object_mut() {
-            let reasons = outcome
-                .response
-                .as_ref()
-                .map(|response| response.determining_policies.clone())
-                .unwrap_or_default();
-            object.insert("reasons".to_owned(), json!(reasons));
-        }
+    if let (true, Some(object)) = (with_reasons, body.as_object_mut()) {
+        let reasons = outcome
+            .response
+            .as_ref()
+            .map(|response| response.determining_policies.clone())
+            .unwrap_or_default();
+        object.insert("reasons".to_owned(), json!(reasons));
     }
     body.to_string()
 }

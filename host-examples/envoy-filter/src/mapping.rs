@@ -432,15 +432,15 @@ fn check_types(
             }
         }
     }
-    if let Some(anonymous) = &identity.anonymous_principal {
-        if let Err(err) = EntityUid::from_str(anonymous) {
-            problems.push(format!("`identity.anonymous_principal`: {err}"));
-        }
+    if let Some(Err(err)) = identity
+        .anonymous_principal
+        .as_deref()
+        .map(EntityUid::from_str)
+    {
+        problems.push(format!("`identity.anonymous_principal`: {err}"));
     }
-    if let ClaimsSource::Header { name } = &identity.source {
-        if name.is_empty() {
-            problems.push("`identity.source.header.name` is empty".to_owned());
-        }
+    if matches!(&identity.source, ClaimsSource::Header { name } if name.is_empty()) {
+        problems.push("`identity.source.header.name` is empty".to_owned());
     }
 }
 

@@ -46,10 +46,11 @@ pub struct DiffArgs {
 
 /// Runs the command and returns its exit code.
 pub fn run(args: &DiffArgs) -> u8 {
-    let (old_source, new_source) = match (read_bundle(&args.old_bundle), read_bundle(&args.new_bundle)) {
-        (Ok(old), Ok(new)) => (old, new),
-        (Err(code), _) | (_, Err(code)) => return code,
-    };
+    let (old_source, new_source) =
+        match (read_bundle(&args.old_bundle), read_bundle(&args.new_bundle)) {
+            (Ok(old), Ok(new)) => (old, new),
+            (Err(code), _) | (_, Err(code)) => return code,
+        };
     let engines = match start_engines(args.backend) {
         Ok(engines) => engines,
         Err(code) => return code,
@@ -61,7 +62,13 @@ pub fn run(args: &DiffArgs) -> u8 {
         (Ok(old), Ok(new)) => (old, new),
         (Err(code), _) | (_, Err(code)) => return code,
     };
-    let set = match request_set(args, [(&args.old_bundle, &old_source), (&args.new_bundle, &new_source)]) {
+    let set = match request_set(
+        args,
+        [
+            (&args.old_bundle, &old_source),
+            (&args.new_bundle, &new_source),
+        ],
+    ) {
         Ok(set) => set,
         Err(code) => return code,
     };

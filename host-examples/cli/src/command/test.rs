@@ -91,11 +91,11 @@ pub fn run(args: &TestArgs) -> u8 {
         ResultsFormat::Json => println!("{}", json(&report)),
         ResultsFormat::Junit => print!("{}", junit(&report)),
     }
-    if let Some(path) = &args.junit_file {
-        if let Err(err) = std::fs::write(path, junit(&report)) {
-            eprintln!("error: cannot write `{}`: {err}", path.display());
-            return exit_codes::FAILED;
-        }
+    if let Some(path) = &args.junit_file
+        && let Err(err) = std::fs::write(path, junit(&report))
+    {
+        eprintln!("error: cannot write `{}`: {err}", path.display());
+        return exit_codes::FAILED;
     }
     if report.failed() > 0 {
         return exit_codes::FAILED;

@@ -280,7 +280,9 @@ impl Scope<'_> {
     fn matrix(&self, spec: &MatrixSpec) -> Result<Vec<TestCase>, String> {
         for (principal, row) in &spec.expect {
             if !spec.principals.contains_key(principal) {
-                return Err(format!("`expect` names the unknown principal `{principal}`"));
+                return Err(format!(
+                    "`expect` names the unknown principal `{principal}`"
+                ));
             }
             for (action, cell) in row {
                 if !spec.actions.contains_key(action) {
@@ -288,15 +290,14 @@ impl Scope<'_> {
                         "`expect.{principal}` names the unknown action `{action}`"
                     ));
                 }
-                if let MatrixCell::PerResource(per_resource) = cell {
-                    if let Some(unknown) = per_resource
+                if let MatrixCell::PerResource(per_resource) = cell
+                    && let Some(unknown) = per_resource
                         .keys()
                         .find(|name| !spec.resources.contains_key(*name))
-                    {
-                        return Err(format!(
-                            "`expect.{principal}.{action}` names the unknown resource `{unknown}`"
-                        ));
-                    }
+                {
+                    return Err(format!(
+                        "`expect.{principal}.{action}` names the unknown resource `{unknown}`"
+                    ));
                 }
             }
         }
@@ -354,7 +355,10 @@ impl Scope<'_> {
             self.merge_context(spec, &mut context_object, 0)?;
         }
         let mut entity_list = Vec::new();
-        for spec in entities.or(self.defaults.entities.as_deref()).unwrap_or_default() {
+        for spec in entities
+            .or(self.defaults.entities.as_deref())
+            .unwrap_or_default()
+        {
             self.collect_entities(spec, &mut entity_list, 0)?;
         }
         Ok(Request {
@@ -469,7 +473,9 @@ pub fn load_requests(path: &Path) -> Result<Vec<Request>, SuiteError> {
 
 fn uid(spec: &UidSpec, field: &str) -> Result<EntityUid, String> {
     match spec {
-        UidSpec::Literal(text) => EntityUid::from_str(text).map_err(|err| format!("`{field}`: {err}")),
+        UidSpec::Literal(text) => {
+            EntityUid::from_str(text).map_err(|err| format!("`{field}`: {err}"))
+        }
         UidSpec::Parts(parts) => Ok(EntityUid::new(&parts.type_name, &parts.id)),
     }
 }

@@ -64,7 +64,11 @@ pub fn human(report: &RunReport, show_coverage: bool, palette: Palette) -> Strin
     }
     if show_coverage {
         out.push('\n');
-        let _ = writeln!(out, "{}", palette.bold("coverage (policies made determining by some case)"));
+        let _ = writeln!(
+            out,
+            "{}",
+            palette.bold("coverage (policies made determining by some case)")
+        );
         for (id, hit) in &report.coverage {
             let mark = if *hit {
                 palette.green("covered    ")

@@ -3,7 +3,12 @@
 //! loaded by `wrk` in one run. Prints a markdown table.
 //!
 //!     cargo run --release -p cedar-edge-envoy-e2e --bin envoy-bench [SECONDS] [CONNECTIONS]
-#![allow(clippy::expect_used, clippy::unwrap_used, clippy::panic, clippy::indexing_slicing)]
+#![allow(
+    clippy::expect_used,
+    clippy::unwrap_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
 
 use std::process::Command;
 
@@ -33,14 +38,24 @@ fn main() {
         jwks: issuer.jwks(),
     };
     let mapping: serde_json::Value = serde_json::from_str(
-        &std::fs::read_to_string(repo().join("host-examples/envoy-filter/examples/airflow-mapping.json")).unwrap(),
+        &std::fs::read_to_string(
+            repo().join("host-examples/envoy-filter/examples/airflow-mapping.json"),
+        )
+        .unwrap(),
     )
     .unwrap();
     let plugin = plugin_config(&repo().join("policies/airflow-gitlab"), &mapping);
     let scratch = std::env::temp_dir().join("cedar-edge-envoy-bench");
-    let routes = [Upstream { name: "airflow".into(), prefix: "/".into(), port: upstream.port }];
+    let routes = [Upstream {
+        name: "airflow".into(),
+        prefix: "/".into(),
+        port: upstream.port,
+    }];
     let start = |name: &str, with_filter: bool| {
-        let ports = Ports { listener: free_port(), admin: free_port() };
+        let ports = Ports {
+            listener: free_port(),
+            admin: free_port(),
+        };
         let plugin = with_filter.then_some((FILTER_MODULE, &plugin));
         let yaml = envoy_yaml(&ports, Some(&provider), plugin, &routes);
         match Envoy::start(&scratch.join(name), &yaml, ports.listener, ports.admin) {
@@ -59,7 +74,10 @@ fn main() {
         let reply = http::get(envoy.port, "GET", PATH, &[("authorization", &bearer)]);
         assert_eq!(reply.status, 200, "warm-up: {}", reply.body);
     }
-    let mut results: Vec<(&str, Vec<Sample>)> = vec![("without filter", Vec::new()), ("with cedar-edge", Vec::new())];
+    let mut results: Vec<(&str, Vec<Sample>)> = vec![
+        ("without filter", Vec::new()),
+        ("with cedar-edge", Vec::new()),
+    ];
     // Alternate, so that drift on a shared machine hits both alike.
     for _round in 0..2 {
         for (index, envoy) in [&without, &with].into_iter().enumerate() {
@@ -70,7 +88,9 @@ fn main() {
     let average = |samples: &[Sample], pick: fn(&Sample) -> f64| {
         samples.iter().map(pick).sum::<f64>() / samples.len() as f64
     };
-    println!("wrk -t1 -c{connections} -d{seconds}s, two alternating rounds each, GET {PATH} (allowed)\n");
+    println!(
+        "wrk -t1 -c{connections} -d{seconds}s, two alternating rounds each, GET {PATH} (allowed)\n"
+    );
     println!("| Envoy | requests/s | p50 | p99 |\n| --- | --- | --- | --- |");
     let mut rows = Vec::new();
     for (name, samples) in &results {
@@ -79,7 +99,10 @@ fn main() {
             average(samples, |s| s.p50_us),
             average(samples, |s| s.p99_us),
         );
-        println!("| {name} | {:.0} | {:.0} µs | {:.0} µs |", row.0, row.1, row.2);
+        println!(
+            "| {name} | {:.0} | {:.0} µs | {:.0} µs |",
+            row.0, row.1, row.2
+        );
         rows.push(row);
     }
     let (base, filtered) = (rows[0], rows[1]);
@@ -90,12 +113,21 @@ fn main() {
         filtered.2 - base.2
     );
     let allowed = with.counter("wasmcustom.cedar_edge.allowed").unwrap_or(0);
-    println!("\nthe filter allowed {allowed} requests; the upstream served {}", upstream.hits.load(std::sync::atomic::Ordering::Relaxed));
+    println!(
+        "\nthe filter allowed {allowed} requests; the upstream served {}",
+        upstream.hits.load(std::sync::atomic::Ordering::Relaxed)
+    );
 }
 
 fn wrk(port: u16, bearer: &str, seconds: u32, connections: u32) -> Sample {
     let out = Command::new("wrk")
-        .args(["-t1", &format!("-c{connections}"), &format!("-d{seconds}s"), "--latency", "-H"])
+        .args([
+            "-t1",
+            &format!("-c{connections}"),
+            &format!("-d{seconds}s"),
+            "--latency",
+            "-H",
+        ])
         .arg(format!("authorization: {bearer}"))
         .arg(format!("http://127.0.0.1:{port}{PATH}"))
         .output()
