@@ -244,3 +244,73 @@ fn bad_configurations_are_refused_with_every_reason() {
     .to_string();
     assert!(typo.contains("shadow_mod"), "{typo}");
 }
+
+#[test]
+fn the_gateway_example_maps_registry_and_admin_paths() {
+    let source = BundleSource::from_dir(&repo().join("policies/gateway")).unwrap();
+    let mapping: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(
+            repo().join("host-examples/envoy-filter/examples/gateway-mapping.json"),
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    let filter = Filter::from_json(
+        plugin_config(&source, &mapping)
+            .unwrap()
+            .to_string()
+            .as_bytes(),
+    )
+    .unwrap();
+    let alice = json!({"preferred_username": "alice", "email": "a@example.com", "amr": ["mfa"],
+                       "iat": 1_800_000_000 - 5, "groups": []});
+    let cases = [
+        (
+            "GET",
+            "/gitlab/admin/users",
+            "administer",
+            "Gateway::AdminArea",
+            "gitlab-admin",
+            Verdict::Allow,
+        ),
+        (
+            "GET",
+            "/gitlab/group/project",
+            "connect",
+            "Gateway::App",
+            "gitlab",
+            Verdict::Allow,
+        ),
+        (
+            "PUT",
+            "/v2/platform/base-image/manifests/v1",
+            "push_image",
+            "Gateway::Repository",
+            "platform/base-image",
+            Verdict::Deny,
+        ),
+        (
+            "HEAD",
+            "/v2/team/sandbox/blobs/sha256:abc",
+            "pull_image",
+            "Gateway::Repository",
+            "team/sandbox",
+            Verdict::Deny,
+        ),
+    ];
+    for (method, path, action, resource_type, resource_id, verdict) in cases {
+        let http = request(method, path, alice.clone());
+        let mapped = filter.map(&http).unwrap();
+        assert_eq!(
+            mapped.action,
+            EntityUid::new("Gateway::Action", action),
+            "{path}"
+        );
+        assert_eq!(
+            mapped.resource,
+            EntityUid::new(resource_type, resource_id),
+            "{path}"
+        );
+        assert_eq!(filter.decide(&http).verdict, verdict, "{method} {path}");
+    }
+}
