@@ -33,12 +33,29 @@ impl Bundle {
         };
 
         let entities = self.entities_with(request, &mut budget)?;
+        // Request entities that are actions could change the action
+        // hierarchy the index was built on; such requests see every policy.
+        let adds_actions = request.entities.iter().any(|entity| {
+            entity.uid.type_name == "Action" || entity.uid.type_name.ends_with("::Action")
+        });
+        let candidates = if adds_actions {
+            None
+        } else {
+            self.index.candidates(
+                &self.policies,
+                &self.entities,
+                &principal,
+                &action,
+                &resource,
+            )
+        };
+        let policies = candidates.as_deref().unwrap_or(&self.policies);
         let cedar_request =
             cedar_policy::Request::new(principal, action, resource, context, self.schema.as_ref())
                 .map_err(|err| RequestError::invalid("request", err))?;
         let answer = self
             .authorizer
-            .is_authorized(&cedar_request, &self.policies, &entities);
+            .is_authorized(&cedar_request, policies, &entities);
 
         let diagnostics = answer.diagnostics();
         let mut determining_policies: Vec<String> =

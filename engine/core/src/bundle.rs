@@ -200,6 +200,7 @@ pub struct Bundle {
     pub(crate) schema: Option<Schema>,
     pub(crate) entities: Entities,
     pub(crate) authorizer: Authorizer,
+    pub(crate) index: crate::index::PolicyIndex,
     pub(crate) limits: RequestLimits,
     policy_ids: Vec<String>,
     /// Policy or template id → the bundle file it was written in.
@@ -240,12 +241,14 @@ impl Bundle {
         for policy in policies.policies().filter(|policy| !policy.is_static()) {
             policy_files.insert(policy.id().to_string(), TEMPLATE_LINKS_FILE.to_owned());
         }
+        let index = crate::index::PolicyIndex::new(&policies);
         Ok(Self {
             id: source.content_hash(),
             policies,
             schema,
             entities: entities.unwrap_or_else(Entities::empty),
             authorizer: Authorizer::new(),
+            index,
             limits,
             policy_ids,
             policy_files,

@@ -10,6 +10,7 @@
 mod authorize;
 mod bundle;
 mod diagnostic;
+mod index;
 mod request;
 mod response;
 mod value;

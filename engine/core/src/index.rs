@@ -1,0 +1,146 @@
+//! Which policies can apply to a request, decided from their scopes alone.
+//!
+//! Cedar evaluates a policy's scope before its conditions and stops at the
+//! first part that is false, so a policy whose scope cannot match a request
+//! is false for it and never raises an error. Leaving such policies out
+//! therefore changes neither the decision nor the determining policies nor
+//! the errors; it only saves their evaluation. The subsets are keyed by the
+//! request's action and its principal and resource types, built on first use
+//! and cached.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use cedar_policy::{
+    ActionConstraint, Entities, EntityTypeName, EntityUid, Policy, PolicySet, PrincipalConstraint,
+    ResourceConstraint,
+};
+
+/// More distinct (action, principal type, resource type) keys than this are
+/// served uncached, so hostile requests cannot grow the cache without bound.
+const MAX_CACHED_SUBSETS: usize = 4096;
+
+type SubsetKey = (EntityUid, EntityTypeName, EntityTypeName);
+
+/// The policies of a bundle, ready to be narrowed per request.
+#[derive(Debug)]
+pub(crate) struct PolicyIndex {
+    scopes: Vec<Scope>,
+    subsets: Mutex<HashMap<SubsetKey, Arc<PolicySet>>>,
+}
+
+/// What a policy's scope says about types and actions.
+#[derive(Debug)]
+struct Scope {
+    policy: Policy,
+    principal_type: Option<EntityTypeName>,
+    resource_type: Option<EntityTypeName>,
+    action: ActionConstraint,
+}
+
+impl PolicyIndex {
+    pub(crate) fn new(policies: &PolicySet) -> Self {
+        let scopes = policies
+            .policies()
+            .map(|policy| Scope {
+                principal_type: match policy.principal_constraint() {
+                    PrincipalConstraint::Eq(uid) => Some(uid.type_name().clone()),
+                    PrincipalConstraint::Is(type_name)
+                    | PrincipalConstraint::IsIn(type_name, _) => Some(type_name),
+                    // `in` reaches any type that can be a descendant.
+                    PrincipalConstraint::Any | PrincipalConstraint::In(_) => None,
+                },
+                resource_type: match policy.resource_constraint() {
+                    ResourceConstraint::Eq(uid) => Some(uid.type_name().clone()),
+                    ResourceConstraint::Is(type_name) | ResourceConstraint::IsIn(type_name, _) => {
+                        Some(type_name)
+                    }
+                    ResourceConstraint::Any | ResourceConstraint::In(_) => None,
+                },
+                action: policy.action_constraint(),
+                policy: policy.clone(),
+            })
+            .collect();
+        Self {
+            scopes,
+            subsets: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// The policies that can apply to a request with these parts. `None`
+    /// when a subset could not be built, in which case the caller must use
+    /// the whole set.
+    pub(crate) fn candidates(
+        &self,
+        all: &PolicySet,
+        entities: &Entities,
+        principal: &EntityUid,
+        action: &EntityUid,
+        resource: &EntityUid,
+    ) -> Option<Arc<PolicySet>> {
+        let key = (
+            action.clone(),
+            principal.type_name().clone(),
+            resource.type_name().clone(),
+        );
+        if let Some(found) = self.subsets.lock().ok()?.get(&key) {
+            return Some(Arc::clone(found));
+        }
+        let subset = Arc::new(self.build(all, entities, &key)?);
+        if let Ok(mut subsets) = self.subsets.lock()
+            && subsets.len() < MAX_CACHED_SUBSETS
+        {
+            subsets.insert(key, Arc::clone(&subset));
+        }
+        Some(subset)
+    }
+
+    fn build(&self, all: &PolicySet, entities: &Entities, key: &SubsetKey) -> Option<PolicySet> {
+        let (action, principal_type, resource_type) = key;
+        let mut subset = PolicySet::new();
+        for scope in &self.scopes {
+            let fits = scope
+                .principal_type
+                .as_ref()
+                .is_none_or(|t| t == principal_type)
+                && scope
+                    .resource_type
+                    .as_ref()
+                    .is_none_or(|t| t == resource_type)
+                && action_fits(&scope.action, action, entities);
+            if !fits {
+                continue;
+            }
+            match scope.policy.template_id() {
+                None => subset.add(scope.policy.clone()).ok()?,
+                Some(template_id) => {
+                    if subset.template(template_id).is_none() {
+                        subset
+                            .add_template(all.template(template_id)?.clone())
+                            .ok()?;
+                    }
+                    let slots = scope.policy.template_links()?;
+                    subset
+                        .link(template_id.clone(), scope.policy.id().clone(), slots)
+                        .ok()?;
+                }
+            }
+        }
+        Some(subset)
+    }
+}
+
+/// Whether an action constraint can hold for `action`, given the action
+/// hierarchy in the bundle's entities.
+fn action_fits(constraint: &ActionConstraint, action: &EntityUid, entities: &Entities) -> bool {
+    match constraint {
+        ActionConstraint::Any => true,
+        ActionConstraint::Eq(expected) => expected == action,
+        ActionConstraint::In(groups) => groups.iter().any(|group| {
+            group == action
+                || entities
+                    .ancestors(action)
+                    .is_some_and(|mut ancestors| ancestors.any(|ancestor| ancestor == group))
+        }),
+    }
+}
