@@ -9,6 +9,7 @@
 //! and cached.
 
 use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::{Arc, Mutex};
 
 use cedar_policy::{
@@ -22,11 +23,38 @@ const MAX_CACHED_SUBSETS: usize = 4096;
 
 type SubsetKey = (EntityUid, EntityTypeName, EntityTypeName);
 
+/// FNV-1a: the cache is looked up on every request, and SipHash over three
+/// names costs a visible share of a small bundle's decision in wasm. The
+/// cache is bounded, so colliding keys cost at most a bounded scan.
+#[derive(Debug, Default)]
+struct Fnv(u64);
+
+impl Hasher for Fnv {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        let mut hash = if self.0 == 0 {
+            0xcbf2_9ce4_8422_2325
+        } else {
+            self.0
+        };
+        for byte in bytes {
+            hash ^= u64::from(*byte);
+            hash = hash.wrapping_mul(0x0100_0000_01b3);
+        }
+        self.0 = hash;
+    }
+}
+
+type SubsetCache = HashMap<SubsetKey, Arc<PolicySet>, BuildHasherDefault<Fnv>>;
+
 /// The policies of a bundle, ready to be narrowed per request.
 #[derive(Debug)]
 pub(crate) struct PolicyIndex {
     scopes: Vec<Scope>,
-    subsets: Mutex<HashMap<SubsetKey, Arc<PolicySet>>>,
+    subsets: Mutex<SubsetCache>,
 }
 
 /// What a policy's scope says about types and actions.
@@ -63,7 +91,7 @@ impl PolicyIndex {
             .collect();
         Self {
             scopes,
-            subsets: Mutex::new(HashMap::new()),
+            subsets: Mutex::new(SubsetCache::default()),
         }
     }
 
