@@ -74,8 +74,10 @@ pub struct NamedText {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct IdentityConfig {
-    /// The claims' source.
-    pub source: ClaimsSource,
+    /// The claims' source inside Envoy (required there). Hosts that verify
+    /// tokens themselves, such as the gateway, leave it out.
+    #[serde(default)]
+    pub source: Option<ClaimsSource>,
     /// Without claims: 401 when `true`; otherwise the request goes on with
     /// `anonymous_principal`, if set, or is denied.
     #[serde(default = "yes")]

@@ -26,6 +26,8 @@ impl std::fmt::Display for ConfigError {
     }
 }
 
+impl std::error::Error for ConfigError {}
+
 /// The parsed configuration with its loaded bundle: built once per VM.
 #[derive(Debug)]
 pub struct Filter {
@@ -439,7 +441,7 @@ fn check_types(
     {
         problems.push(format!("`identity.anonymous_principal`: {err}"));
     }
-    if matches!(&identity.source, ClaimsSource::Header { name } if name.is_empty()) {
+    if matches!(&identity.source, Some(ClaimsSource::Header { name }) if name.is_empty()) {
         problems.push("`identity.source.header.name` is empty".to_owned());
     }
 }

@@ -74,6 +74,13 @@ impl RootContext for Root {
             }
         };
         match Filter::from_json(&bytes) {
+            Ok(filter) if filter.config.identity.source.is_none() => {
+                log(
+                    LogLevel::Error,
+                    "cedar-edge: invalid cedar-edge configuration: `identity.source` is required in Envoy",
+                );
+                false
+            }
             Ok(filter) => {
                 log(
                     LogLevel::Info,
@@ -188,7 +195,8 @@ fn read_request(filter: &Filter) -> HttpRequest {
             .unwrap_or_default()
     };
     let claims = match &filter.config.identity.source {
-        ClaimsSource::JwtMetadata { namespace, key } => {
+        None => Claims::Invalid("`identity.source` is not configured".to_owned()),
+        Some(ClaimsSource::JwtMetadata { namespace, key }) => {
             // The whole dynamic metadata comes back as one serialized
             // `Metadata` message; deeper paths come back in Envoy's CEL
             // serialization, which is not protobuf.
@@ -205,7 +213,7 @@ fn read_request(filter: &Filter) -> HttpRequest {
                 Ok(None) | Err(_) => Claims::Absent,
             }
         }
-        ClaimsSource::Header { name } => headers
+        Some(ClaimsSource::Header { name }) => headers
             .iter()
             .find(|(key, _)| key.eq_ignore_ascii_case(name))
             .map_or(Claims::Absent, |(_, value)| claims_from_header(value)),

@@ -1,0 +1,171 @@
+//! Prometheus metrics, kept as atomics and rendered as text on `/metrics`.
+
+use std::fmt::Write as _;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// Latency bucket bounds, in microseconds.
+const BUCKETS_US: [u64; 12] = [
+    50, 100, 250, 500, 1_000, 2_500, 5_000, 10_000, 25_000, 50_000, 100_000, 250_000,
+];
+
+/// A decision's outcome, for counting.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// Allowed.
+    Allow,
+    /// Denied by the policies.
+    Deny,
+    /// Denied because something failed.
+    Error,
+    /// Refused for lack of a valid token.
+    Unauthenticated,
+}
+
+impl Outcome {
+    /// The label value.
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::Allow => "allow",
+            Self::Deny => "deny",
+            Self::Error => "error",
+            Self::Unauthenticated => "unauthenticated",
+        }
+    }
+}
+
+/// Every metric.
+#[derive(Debug, Default)]
+pub struct Metrics {
+    decisions: [AtomicU64; 4],
+    latency_buckets: [AtomicU64; BUCKETS_US.len()],
+    latency_count: AtomicU64,
+    latency_sum_us: AtomicU64,
+    reloads_ok: AtomicU64,
+    reloads_failed: AtomicU64,
+    jwks_refresh_ok: AtomicU64,
+    jwks_refresh_failed: AtomicU64,
+    bundle_id: Mutex<String>,
+}
+
+impl Metrics {
+    /// Counts a decision and its latency.
+    pub fn decision(&self, outcome: Outcome, micros: u64) {
+        let index = match outcome {
+            Outcome::Allow => 0,
+            Outcome::Deny => 1,
+            Outcome::Error => 2,
+            Outcome::Unauthenticated => 3,
+        };
+        if let Some(counter) = self.decisions.get(index) {
+            counter.fetch_add(1, Ordering::Relaxed);
+        }
+        for (bound, bucket) in BUCKETS_US.iter().zip(&self.latency_buckets) {
+            if micros <= *bound {
+                bucket.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        self.latency_count.fetch_add(1, Ordering::Relaxed);
+        self.latency_sum_us.fetch_add(micros, Ordering::Relaxed);
+    }
+
+    /// Counts a bundle reload.
+    pub fn reload(&self, ok: bool) {
+        let counter = if ok {
+            &self.reloads_ok
+        } else {
+            &self.reloads_failed
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Counts a JWKS refresh.
+    pub fn jwks_refresh(&self, ok: bool) {
+        let counter = if ok {
+            &self.jwks_refresh_ok
+        } else {
+            &self.jwks_refresh_failed
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Records the active bundle.
+    pub fn set_bundle(&self, id: &str) {
+        if let Ok(mut current) = self.bundle_id.lock() {
+            id.clone_into(&mut current);
+        }
+    }
+
+    /// The Prometheus text format.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        let get = |counter: &AtomicU64| counter.load(Ordering::Relaxed);
+        out.push_str("# HELP cedar_edge_decisions_total Decisions by outcome.\n# TYPE cedar_edge_decisions_total counter\n");
+        for (outcome, counter) in [
+            Outcome::Allow,
+            Outcome::Deny,
+            Outcome::Error,
+            Outcome::Unauthenticated,
+        ]
+        .iter()
+        .zip(&self.decisions)
+        {
+            let _ = writeln!(
+                out,
+                "cedar_edge_decisions_total{{outcome=\"{}\"}} {}",
+                outcome.label(),
+                get(counter)
+            );
+        }
+        out.push_str("# HELP cedar_edge_decision_seconds Time from request to decision.\n# TYPE cedar_edge_decision_seconds histogram\n");
+        for (bound, bucket) in BUCKETS_US.iter().zip(&self.latency_buckets) {
+            let _ = writeln!(
+                out,
+                "cedar_edge_decision_seconds_bucket{{le=\"{}\"}} {}",
+                *bound as f64 / 1e6,
+                get(bucket)
+            );
+        }
+        let count = get(&self.latency_count);
+        let _ = writeln!(
+            out,
+            "cedar_edge_decision_seconds_bucket{{le=\"+Inf\"}} {count}"
+        );
+        let _ = writeln!(
+            out,
+            "cedar_edge_decision_seconds_sum {}",
+            get(&self.latency_sum_us) as f64 / 1e6
+        );
+        let _ = writeln!(out, "cedar_edge_decision_seconds_count {count}");
+        out.push_str("# HELP cedar_edge_reloads_total Bundle reloads by result.\n# TYPE cedar_edge_reloads_total counter\n");
+        let _ = writeln!(
+            out,
+            "cedar_edge_reloads_total{{result=\"ok\"}} {}",
+            get(&self.reloads_ok)
+        );
+        let _ = writeln!(
+            out,
+            "cedar_edge_reloads_total{{result=\"failed\"}} {}",
+            get(&self.reloads_failed)
+        );
+        out.push_str("# HELP cedar_edge_jwks_refreshes_total JWKS refreshes by result.\n# TYPE cedar_edge_jwks_refreshes_total counter\n");
+        let _ = writeln!(
+            out,
+            "cedar_edge_jwks_refreshes_total{{result=\"ok\"}} {}",
+            get(&self.jwks_refresh_ok)
+        );
+        let _ = writeln!(
+            out,
+            "cedar_edge_jwks_refreshes_total{{result=\"failed\"}} {}",
+            get(&self.jwks_refresh_failed)
+        );
+        out.push_str("# HELP cedar_edge_bundle_info The active bundle.\n# TYPE cedar_edge_bundle_info gauge\n");
+        let bundle = self
+            .bundle_id
+            .lock()
+            .map(|id| id.clone())
+            .unwrap_or_default();
+        let _ = writeln!(out, "cedar_edge_bundle_info{{bundle_id=\"{bundle}\"}} 1");
+        out
+    }
+}

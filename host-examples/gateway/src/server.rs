@@ -1,0 +1,504 @@
+//! Request handling: the proxy path (verify, map, decide, forward), the
+//! AuthZEN API, `/healthz` and `/metrics`.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use cedar_edge_engine::{Request, Response as Decision};
+use cedar_edge_envoy_filter::mapping::{Claims, HttpRequest, Refusal};
+use cedar_edge_runtime::deny_for;
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
+use hyper::header::{HeaderName, HeaderValue};
+use hyper::{Method, Request as HttpReq, Response, StatusCode};
+use serde_json::{Map, Value, json};
+
+use crate::audit::{AuditLog, redact};
+use crate::authzen::{self, Evaluation, Evaluations, Names};
+use crate::config::GatewayConfig;
+use crate::jwt::Verifier;
+use crate::metrics::{Metrics, Outcome};
+use crate::proxy::{Body, UpstreamClient, full};
+use crate::state::{Active, Engine};
+
+/// The largest AuthZEN request body read.
+const MAX_API_BODY: usize = 1024 * 1024;
+
+/// Everything a request handler needs.
+pub struct Gateway {
+    pub(crate) config: GatewayConfig,
+    pub(crate) engine: Arc<Engine>,
+    pub(crate) verifier: Verifier,
+    pub(crate) client: UpstreamClient,
+    pub(crate) audit: AuditLog,
+    pub(crate) metrics: Arc<Metrics>,
+    pub(crate) boot: u64,
+    pub(crate) sequence: AtomicU64,
+}
+
+impl std::fmt::Debug for Gateway {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Gateway")
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Gateway {
+    /// Handles one request; never fails at the HTTP level.
+    pub async fn handle(
+        self: Arc<Self>,
+        request: HttpReq<Incoming>,
+        peer: SocketAddr,
+    ) -> Result<Response<Body>, Infallible> {
+        let path = request.uri().path().to_owned();
+        let response = match (request.method(), path.as_str()) {
+            (&Method::GET, "/healthz") => self.healthz(),
+            (&Method::GET, "/metrics") => text(StatusCode::OK, self.metrics.render()),
+            (&Method::GET, "/.well-known/authzen-configuration") => {
+                self.authzen_configuration(&request)
+            }
+            (&Method::POST, "/access/v1/evaluation") => self.evaluation(request).await,
+            (&Method::POST, "/access/v1/evaluations") => self.evaluations(request).await,
+            _ => self.proxy(request, peer).await,
+        };
+        Ok(response)
+    }
+
+    fn next_decision_id(&self) -> String {
+        let sequence = self.sequence.fetch_add(1, Ordering::Relaxed);
+        format!("{:x}-{sequence:x}", self.boot)
+    }
+
+    fn healthz(&self) -> Response<Body> {
+        let active = self.engine.active();
+        json_response(
+            StatusCode::OK,
+            &json!({"status": "ok", "bundle_id": active.bundle_id}),
+        )
+    }
+
+    fn authzen_configuration(&self, request: &HttpReq<Incoming>) -> Response<Body> {
+        let host = request
+            .headers()
+            .get(hyper::header::HOST)
+            .and_then(|value| value.to_str().ok())
+            .map_or_else(|| self.config.listen.to_string(), str::to_owned);
+        let base = format!("http://{host}");
+        json_response(
+            StatusCode::OK,
+            &json!({
+                "policy_decision_point": base,
+                "access_evaluation_endpoint": format!("{base}/access/v1/evaluation"),
+                "access_evaluations_endpoint": format!("{base}/access/v1/evaluations"),
+            }),
+        )
+    }
+
+    async fn proxy(&self, request: HttpReq<Incoming>, peer: SocketAddr) -> Response<Body> {
+        let started = Instant::now();
+        let decision_id = self.next_decision_id();
+        let active = self.engine.active();
+        let (mut parts, body) = request.into_parts();
+        // Client-sent identity headers never reach an upstream.
+        let upstream_headers = &active.filter.config.upstream_headers;
+        for name in [&upstream_headers.principal, &upstream_headers.decision_id]
+            .into_iter()
+            .chain(&active.filter.config.strip_headers)
+        {
+            parts.headers.remove(name.as_str());
+        }
+        let Some((upstream, _)) = self.upstream_for(parts.uri.path()) else {
+            return json_response(StatusCode::NOT_FOUND, &json!({"error": "no route"}));
+        };
+        let token = bearer(&parts.headers);
+        let claims = match token {
+            None => Err("no bearer token".to_owned()),
+            Some(token) => self.verifier.verify(token).await.map_err(|err| err.0),
+        };
+        let claims = match claims {
+            Ok(claims) => claims,
+            Err(reason) => {
+                self.audit_decision(
+                    &decision_id,
+                    None,
+                    None,
+                    Outcome::Unauthenticated,
+                    &active,
+                    started,
+                    None,
+                    Some(&reason),
+                );
+                return unauthorized(&reason);
+            }
+        };
+        let (outcome, cedar_request, decision) = if self.config.authorization {
+            self.decide(&active, &parts, peer, &claims).await
+        } else {
+            (Outcome::Allow, None, None)
+        };
+        self.audit_decision(
+            &decision_id,
+            cedar_request.as_ref(),
+            decision.as_ref(),
+            outcome,
+            &active,
+            started,
+            Some(&claims),
+            None,
+        );
+        if outcome != Outcome::Allow {
+            return json_response(
+                StatusCode::FORBIDDEN,
+                &json!({"decision": "deny", "decision_id": decision_id}),
+            );
+        }
+        if let Some(request) = &cedar_request {
+            set_header(
+                &mut parts.headers,
+                &upstream_headers.principal,
+                &request.principal.to_string(),
+            );
+        }
+        set_header(
+            &mut parts.headers,
+            &upstream_headers.decision_id,
+            &decision_id,
+        );
+        let target = format!(
+            "{}{}",
+            upstream.trim_end_matches('/'),
+            parts.uri.path_and_query().map_or("/", |pq| pq.as_str())
+        );
+        parts.uri = match target.parse() {
+            Ok(uri) => uri,
+            Err(_) => {
+                return json_response(
+                    StatusCode::BAD_GATEWAY,
+                    &json!({"error": "bad upstream URL"}),
+                );
+            }
+        };
+        match self.client.request(HttpReq::from_parts(parts, body)).await {
+            Ok(response) => response.map(|body| body.boxed()),
+            Err(err) => {
+                tracing::warn!(error = %err, upstream = %upstream, "upstream failed");
+                json_response(
+                    StatusCode::BAD_GATEWAY,
+                    &json!({"error": "upstream unavailable"}),
+                )
+            }
+        }
+    }
+
+    /// Maps and decides; every failure is a deny.
+    async fn decide(
+        &self,
+        active: &Active,
+        parts: &hyper::http::request::Parts,
+        peer: SocketAddr,
+        claims: &Map<String, Value>,
+    ) -> (Outcome, Option<Request>, Option<Decision>) {
+        let http = HttpRequest {
+            method: parts.method.as_str().to_owned(),
+            path: parts
+                .uri
+                .path_and_query()
+                .map_or_else(|| parts.uri.path().to_owned(), |pq| pq.as_str().to_owned()),
+            headers: parts
+                .headers
+                .iter()
+                .map(|(name, value)| (name.as_str().to_owned(), value.as_bytes().to_vec()))
+                .collect(),
+            source_address: Some(peer.ip().to_string()),
+            peer_identity: None,
+            now_seconds: now_seconds(),
+            claims: Claims::Present(claims.clone()),
+        };
+        let request = match active.filter.map(&http) {
+            Ok(request) => request,
+            Err(Refusal::NoIdentity) => return (Outcome::Unauthenticated, None, None),
+            Err(Refusal::Invalid(reason)) => {
+                let decision = Decision {
+                    decision: cedar_edge_engine::Decision::Deny,
+                    determining_policies: Vec::new(),
+                    errors: vec![cedar_edge_engine::PolicyError {
+                        policy_id: String::new(),
+                        message: reason,
+                    }],
+                    bundle_id: active.bundle_id.clone(),
+                };
+                return (Outcome::Error, None, Some(decision));
+            }
+        };
+        match active.backend.authorize_async(&request).await {
+            Ok(decision) => {
+                let outcome = if decision.is_allowed() {
+                    Outcome::Allow
+                } else {
+                    Outcome::Deny
+                };
+                (outcome, Some(request), Some(decision))
+            }
+            Err(err) => {
+                let decision = deny_for(&err, &active.bundle_id);
+                (Outcome::Error, Some(request), Some(decision))
+            }
+        }
+    }
+
+    fn upstream_for(&self, path: &str) -> Option<(&str, &str)> {
+        self.config
+            .routes
+            .iter()
+            .filter(|route| path.starts_with(&route.prefix))
+            .max_by_key(|route| route.prefix.len())
+            .and_then(|route| {
+                self.config
+                    .upstreams
+                    .get(&route.upstream)
+                    .map(|url| (url.as_str(), route.prefix.as_str()))
+            })
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn audit_decision(
+        &self,
+        decision_id: &str,
+        request: Option<&Request>,
+        decision: Option<&Decision>,
+        outcome: Outcome,
+        active: &Active,
+        started: Instant,
+        claims: Option<&Map<String, Value>>,
+        refusal: Option<&str>,
+    ) {
+        let micros = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
+        self.metrics.decision(outcome, micros);
+        self.audit.record(json!({
+            "decision_id": decision_id,
+            "time": now_rfc3339(),
+            "principal": request.map(|r| r.principal.to_string()),
+            "action": request.map(|r| r.action.to_string()),
+            "resource": request.map(|r| r.resource.to_string()),
+            "decision": outcome.label(),
+            "determining_policies": decision.map(|d| d.determining_policies.clone()).unwrap_or_default(),
+            "errors": decision.map(|d| d.errors.iter().map(|e| format!("{}: {}", e.policy_id, e.message)).collect::<Vec<_>>()).unwrap_or_default(),
+            "refusal": refusal,
+            "bundle_id": active.bundle_id,
+            "latency_us": micros,
+            "claims": claims.map(|claims| redact(claims, &self.config.redact_claims)),
+            "authorization": self.config.authorization,
+        }));
+    }
+
+    async fn evaluation(&self, request: HttpReq<Incoming>) -> Response<Body> {
+        let body = match read_json::<Evaluation>(request).await {
+            Ok(body) => body,
+            Err(response) => return *response,
+        };
+        let active = self.engine.active();
+        json_response(StatusCode::OK, &self.evaluate(&active, &body).await)
+    }
+
+    async fn evaluations(&self, request: HttpReq<Incoming>) -> Response<Body> {
+        let body = match read_json::<Evaluations>(request).await {
+            Ok(body) => body,
+            Err(response) => return *response,
+        };
+        let active = self.engine.active();
+        let mut answers = Vec::new();
+        for item in body.resolve() {
+            answers.push(match item {
+                Ok(evaluation) => self.evaluate(&active, &evaluation).await,
+                Err(reason) => authzen::answer(false, &self.next_decision_id(), &[], &[reason]),
+            });
+        }
+        if body.evaluations.is_empty() {
+            // No `evaluations`: a single evaluation, answered as one.
+            let single = answers.into_iter().next().unwrap_or(Value::Null);
+            return json_response(StatusCode::OK, &single);
+        }
+        json_response(StatusCode::OK, &json!({ "evaluations": answers }))
+    }
+
+    /// One AuthZEN evaluation; any error is `decision: false` with the reason.
+    async fn evaluate(&self, active: &Active, evaluation: &Evaluation) -> Value {
+        let started = Instant::now();
+        let decision_id = self.next_decision_id();
+        let names = Names {
+            types: &self.config.authzen_types,
+            action_type: &active.filter.config.routes.action_type,
+        };
+        let request = match names.request(evaluation, |uid| active.filter.bundle.has_entity(uid)) {
+            Ok(request) => request,
+            Err(reason) => {
+                self.audit_decision(
+                    &decision_id,
+                    None,
+                    None,
+                    Outcome::Error,
+                    active,
+                    started,
+                    None,
+                    Some(&reason),
+                );
+                return authzen::answer(false, &decision_id, &[], &[reason]);
+            }
+        };
+        let decision = active
+            .backend
+            .authorize_async(&request)
+            .await
+            .unwrap_or_else(|err| deny_for(&err, &active.bundle_id));
+        let outcome = if decision.is_allowed() {
+            Outcome::Allow
+        } else if decision
+            .errors
+            .iter()
+            .any(|error| error.policy_id.is_empty())
+        {
+            Outcome::Error
+        } else {
+            Outcome::Deny
+        };
+        self.audit_decision(
+            &decision_id,
+            Some(&request),
+            Some(&decision),
+            outcome,
+            active,
+            started,
+            None,
+            None,
+        );
+        let errors: Vec<String> = decision
+            .errors
+            .iter()
+            .map(|error| format!("{}: {}", error.policy_id, error.message))
+            .collect();
+        authzen::answer(
+            decision.is_allowed(),
+            &decision_id,
+            &decision.determining_policies,
+            &errors,
+        )
+    }
+}
+
+async fn read_json<T: serde::de::DeserializeOwned>(
+    request: HttpReq<Incoming>,
+) -> Result<T, Box<Response<Body>>> {
+    let limited = http_body_util::Limited::new(request.into_body(), MAX_API_BODY);
+    let bytes = match limited.collect().await {
+        Ok(collected) => collected.to_bytes(),
+        Err(err) => {
+            return Err(Box::new(json_response(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                &json!({"error": format!("cannot read the body: {err}")}),
+            )));
+        }
+    };
+    serde_json::from_slice(&bytes).map_err(|err| {
+        Box::new(json_response(
+            StatusCode::BAD_REQUEST,
+            &json!({"error": format!("invalid request: {err}")}),
+        ))
+    })
+}
+
+fn bearer(headers: &hyper::HeaderMap) -> Option<&str> {
+    let value = headers.get(hyper::header::AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, token) = value.split_once(' ')?;
+    scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
+}
+
+fn unauthorized(reason: &str) -> Response<Body> {
+    // The description is shown to clients: keep it to safe characters.
+    let description: String = reason
+        .chars()
+        .filter(|ch| ch.is_ascii_graphic() || *ch == ' ')
+        .filter(|ch| *ch != '"' && *ch != '\\')
+        .take(200)
+        .collect();
+    let challenge = format!(
+        "Bearer realm=\"cedar-edge\", error=\"invalid_token\", error_description=\"{description}\""
+    );
+    let mut response = json_response(
+        StatusCode::UNAUTHORIZED,
+        &json!({"error": "unauthenticated"}),
+    );
+    if let Ok(value) = HeaderValue::from_str(&challenge) {
+        response
+            .headers_mut()
+            .insert(hyper::header::WWW_AUTHENTICATE, value);
+    }
+    response
+}
+
+fn set_header(headers: &mut hyper::HeaderMap, name: &str, value: &str) {
+    if let (Ok(name), Ok(value)) = (
+        HeaderName::from_bytes(name.as_bytes()),
+        HeaderValue::from_str(value),
+    ) {
+        headers.insert(name, value);
+    }
+}
+
+fn json_response(status: StatusCode, body: &Value) -> Response<Body> {
+    let mut response = Response::new(full(Bytes::from(body.to_string())));
+    *response.status_mut() = status;
+    response.headers_mut().insert(
+        hyper::header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    response
+}
+
+fn text(status: StatusCode, body: String) -> Response<Body> {
+    let mut response = Response::new(full(body));
+    *response.status_mut() = status;
+    response.headers_mut().insert(
+        hyper::header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; version=0.0.4"),
+    );
+    response
+}
+
+fn now_seconds() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |elapsed| {
+            i64::try_from(elapsed.as_secs()).unwrap_or(i64::MAX)
+        })
+}
+
+/// UTC time as RFC 3339 with milliseconds, without a date library.
+fn now_rfc3339() -> String {
+    let elapsed = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default();
+    let seconds = elapsed.as_secs();
+    let (days, rest) = (seconds / 86_400, seconds % 86_400);
+    // Civil date from days since the epoch (Howard Hinnant's algorithm).
+    let z = days as i64 + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:03}Z",
+        rest / 3600,
+        rest % 3600 / 60,
+        rest % 60,
+        elapsed.subsec_millis()
+    )
+}

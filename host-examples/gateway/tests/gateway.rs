@@ -1,0 +1,409 @@
+//! The gateway in-process, over real loopback HTTP: token checks, decisions
+//! through the component, header hygiene, AuthZEN, and hot reload.
+#![allow(
+    clippy::expect_used,
+    clippy::unwrap_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
+
+mod common;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use cedar_edge_engine::{BundleSource, RequestLimits};
+use cedar_edge_envoy_e2e::http::{self, Reply};
+use cedar_edge_envoy_e2e::jwt::now;
+use cedar_edge_gateway::config::GatewayConfig;
+use cedar_edge_runtime::{Backend, NativeBackend};
+use common::*;
+use serde_json::json;
+
+struct Running {
+    port: u16,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    runtime: tokio::runtime::Runtime,
+    task: Option<tokio::task::JoinHandle<anyhow::Result<cedar_edge_gateway::RunSummary>>>,
+}
+
+impl Running {
+    fn start(setup: &Setup) -> Self {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap();
+        let config = GatewayConfig::read(&setup.config).unwrap();
+        let listener = runtime
+            .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+            .unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let (_reload_sender, reload) = tokio::sync::mpsc::channel(1);
+        let task = runtime.spawn(async move {
+            let _keep = _reload_sender;
+            cedar_edge_gateway::run(
+                config,
+                listener,
+                async {
+                    let _ = stopped.await;
+                },
+                reload,
+            )
+            .await
+        });
+        let running = Self {
+            port,
+            stop: Some(stop),
+            runtime,
+            task: Some(task),
+        };
+        for _ in 0..200 {
+            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+                && running.get("/healthz", None).status == 200
+            {
+                return running;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!("the gateway did not start");
+    }
+
+    fn get(&self, path: &str, token: Option<&str>) -> Reply {
+        self.call("GET", path, token, &[])
+    }
+
+    fn call(&self, method: &str, path: &str, token: Option<&str>, extra: &[(&str, &str)]) -> Reply {
+        let bearer = token.map(|token| format!("Bearer {token}"));
+        let mut headers = extra.to_vec();
+        if let Some(bearer) = &bearer {
+            headers.push(("authorization", bearer));
+        }
+        http::get(self.port, method, path, &headers)
+    }
+
+    fn post_json(&self, path: &str, body: &serde_json::Value) -> Reply {
+        let text = body.to_string();
+        let mut stream = std::net::TcpStream::connect(("127.0.0.1", self.port)).unwrap();
+        use std::io::{Read, Write};
+        write!(stream, "POST {path} HTTP/1.1\r\nhost: localhost\r\nconnection: close\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{text}", text.len()).unwrap();
+        let mut raw = String::new();
+        stream.read_to_string(&mut raw).unwrap();
+        let (head, body) = raw.split_once("\r\n\r\n").unwrap();
+        Reply {
+            status: head.split_whitespace().nth(1).unwrap().parse().unwrap(),
+            headers: Vec::new(),
+            body: body.to_owned(),
+        }
+    }
+
+    fn stop(mut self) -> cedar_edge_gateway::RunSummary {
+        let _ = self.stop.take().unwrap().send(());
+        let task = self.task.take().unwrap();
+        self.runtime.block_on(task).unwrap().unwrap()
+    }
+}
+
+const TRIGGER: &str = "/api/v1/dags/etl_daily/dagRuns";
+
+#[test]
+fn allowed_requests_are_forwarded_with_verified_identity_and_denied_ones_get_403() {
+    let setup = setup("allow-deny", "127.0.0.1:0", "");
+    let gateway = Running::start(&setup);
+    let bob = setup.rsa.sign(&claims(RSA_ISSUER, "bob", &[], true));
+    let reply = gateway.call(
+        "POST",
+        TRIGGER,
+        Some(&bob),
+        &[
+            ("x-cedar-principal", r#"Airflow::User::"alice""#),
+            ("x-airflow-user", "admin"),
+            ("x-cedar-decision-id", "forged"),
+        ],
+    );
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    let headers = &reply.json()["headers"];
+    assert_eq!(headers["x-cedar-principal"], r#"Airflow::User::"bob""#);
+    assert!(headers.get("x-airflow-user").is_none(), "{headers}");
+    assert_ne!(headers["x-cedar-decision-id"], "forged");
+    assert!(
+        headers.get("authorization").is_some(),
+        "the token goes on to the upstream"
+    );
+
+    let carol = setup.ec.sign(&claims(EC_ISSUER, "carol", &[], true));
+    let reply = gateway.call("POST", TRIGGER, Some(&carol), &[]);
+    assert_eq!(reply.status, 403, "{}", reply.body);
+    assert!(
+        reply.json()["decision_id"]
+            .as_str()
+            .is_some_and(|id| !id.is_empty())
+    );
+
+    // A user the bundle does not know, an operator through the groups claim, with ES256.
+    let frank = setup.ec.sign(&claims(
+        EC_ISSUER,
+        "frank",
+        &["data-platform/operators"],
+        true,
+    ));
+    assert_eq!(gateway.call("POST", TRIGGER, Some(&frank), &[]).status, 200);
+    let upstream_hits = setup.upstream.hits.load(Ordering::Relaxed);
+    assert_eq!(upstream_hits, 2);
+    let metrics = gateway.get("/metrics", None).body;
+    assert!(
+        metrics.contains("cedar_edge_decisions_total{outcome=\"allow\"} 2"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("cedar_edge_decisions_total{outcome=\"deny\"} 1"),
+        "{metrics}"
+    );
+    let summary = gateway.stop();
+    assert_eq!(summary.audit_records, 3);
+}
+
+#[test]
+fn every_token_attack_is_a_401_with_a_challenge() {
+    let setup = setup("attacks", "127.0.0.1:0", "");
+    let gateway = Running::start(&setup);
+    let good = claims(RSA_ISSUER, "bob", &[], true);
+    let with = |edit: &dyn Fn(&mut serde_json::Value)| {
+        let mut edited = good.clone();
+        edit(&mut edited);
+        setup.rsa.sign(&edited)
+    };
+    let unsigned = format!(
+        "{}.{}.",
+        URL_SAFE_NO_PAD.encode(r#"{"alg":"none","typ":"JWT"}"#),
+        URL_SAFE_NO_PAD.encode(good.to_string())
+    );
+    // HS256 with the issuer's public JWKS as the secret: the classic confusion attack.
+    let mut hs_header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256);
+    hs_header.kid = Some("rsa-key".into());
+    let confused = jsonwebtoken::encode(
+        &hs_header,
+        &good,
+        &jsonwebtoken::EncodingKey::from_secret(setup.rsa.jwks().as_bytes()),
+    )
+    .unwrap();
+    let stranger = cedar_edge_envoy_e2e::jwt::Issuer::generate("rsa-key").sign(&good);
+    let attacks = [
+        ("no token", None),
+        ("alg none", Some(unsigned)),
+        ("HS256 with the public key", Some(confused)),
+        ("an unknown key", Some(stranger)),
+        ("expired", Some(with(&|c| c["exp"] = json!(now() - 120)))),
+        (
+            "not yet valid",
+            Some(with(&|c| c["nbf"] = json!(now() + 600))),
+        ),
+        (
+            "another audience",
+            Some(with(&|c| c["aud"] = json!("gitlab"))),
+        ),
+        (
+            "an untrusted issuer",
+            Some(with(&|c| c["iss"] = json!("https://evil.example.com"))),
+        ),
+        ("garbage", Some("not.a.token".to_owned())),
+    ];
+    for (what, token) in attacks {
+        let reply = gateway.call("POST", TRIGGER, token.as_deref(), &[]);
+        assert_eq!(reply.status, 401, "{what}: {}", reply.body);
+        let challenge = reply.header("www-authenticate").unwrap_or_default();
+        assert!(challenge.starts_with("Bearer"), "{what}: {challenge}");
+    }
+    // Within the leeway, an expired-by-a-little token still works.
+    let fresh_enough = with(&|c| c["exp"] = json!(now() - 5));
+    assert_eq!(
+        gateway
+            .call("POST", TRIGGER, Some(&fresh_enough), &[])
+            .status,
+        200
+    );
+    assert_eq!(setup.upstream.hits.load(Ordering::Relaxed), 1);
+    gateway.stop();
+}
+
+#[test]
+fn authzen_single_and_batch_match_the_native_decisions() {
+    let setup = setup("authzen", "127.0.0.1:0", "");
+    let gateway = Running::start(&setup);
+    let config = gateway
+        .get("/.well-known/authzen-configuration", None)
+        .json();
+    assert!(
+        config["access_evaluation_endpoint"]
+            .as_str()
+            .unwrap()
+            .ends_with("/access/v1/evaluation")
+    );
+    let native = NativeBackend::load(
+        &BundleSource::from_dir(&setup.bundle).unwrap(),
+        RequestLimits::default(),
+    )
+    .unwrap();
+    let context = json!({"mfa": true, "source_ip": "10.1.1.1", "token_age_seconds": 60});
+    let subject = |id: &str| json!({"type": "Airflow::User", "id": id});
+    let dag = json!({"type": "Airflow::Dag", "id": "etl_daily"});
+    let native_decision = |user: &str, action: &str| {
+        let request = cedar_edge_engine::Request {
+            principal: cedar_edge_engine::EntityUid::new("Airflow::User", user),
+            action: cedar_edge_engine::EntityUid::new("Airflow::Action", action),
+            resource: cedar_edge_engine::EntityUid::new("Airflow::Dag", "etl_daily"),
+            context: cedar_edge_engine::ContextInput::Json(context.to_string()),
+            entities: Vec::new(),
+        };
+        native.authorize(&request).unwrap()
+    };
+    for (user, action) in [("bob", "trigger"), ("carol", "trigger"), ("alice", "edit")] {
+        let reply = gateway.post_json(
+            "/access/v1/evaluation",
+            &json!({"subject": subject(user), "action": {"name": action}, "resource": dag, "context": context}),
+        );
+        assert_eq!(reply.status, 200, "{}", reply.body);
+        let answer = reply.json();
+        let expected = native_decision(user, action);
+        assert_eq!(answer["decision"], expected.is_allowed(), "{user} {action}");
+        assert_eq!(
+            answer["context"]["reason_admin"]["determining_policies"],
+            json!(expected.determining_policies)
+        );
+    }
+    // A batch with defaults: the subject and context are shared.
+    let reply = gateway.post_json(
+        "/access/v1/evaluations",
+        &json!({
+            "subject": subject("bob"),
+            "resource": dag,
+            "context": context,
+            "evaluations": [
+                {"action": {"name": "read"}},
+                {"action": {"name": "edit"}},
+                {"action": {"name": "trigger"}, "subject": subject("carol")},
+                {"resource": {"type": "Airflow::Dag", "id": "etl_daily"}}
+            ]
+        }),
+    );
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    let answers = reply.json()["evaluations"].as_array().unwrap().clone();
+    assert_eq!(answers.len(), 4);
+    assert_eq!(
+        answers[0]["decision"],
+        native_decision("bob", "read").is_allowed()
+    );
+    assert_eq!(
+        answers[1]["decision"],
+        native_decision("bob", "edit").is_allowed()
+    );
+    assert_eq!(
+        answers[2]["decision"],
+        native_decision("carol", "trigger").is_allowed()
+    );
+    assert_eq!(
+        answers[3]["decision"], false,
+        "no action and no default: an error, not an allow"
+    );
+    let reasons: Vec<bool> = answers
+        .iter()
+        .map(|a| a["decision"].as_bool().unwrap())
+        .collect();
+    assert!(
+        reasons.contains(&true) && reasons.contains(&false),
+        "{reasons:?}"
+    );
+    // Malformed input is a 400 that names the problem.
+    let bad = gateway.post_json("/access/v1/evaluation", &json!({"subject": subject("bob")}));
+    assert_eq!(bad.status, 400);
+    assert!(bad.body.contains("action"), "{}", bad.body);
+    gateway.stop();
+}
+
+#[test]
+fn reload_under_load_switches_once_and_a_broken_bundle_is_refused() {
+    let setup = setup("reload", "127.0.0.1:0", "");
+    let gateway = Arc::new(Running::start(&setup));
+    let before = gateway.get("/healthz", None).json()["bundle_id"].clone();
+    let carol = setup.ec.sign(&claims(EC_ISSUER, "carol", &[], true));
+    let bob = setup.rsa.sign(&claims(RSA_ISSUER, "bob", &[], true));
+    let done = Arc::new(AtomicBool::new(false));
+    // Carol, a viewer, keeps asking to trigger; Bob keeps triggering.
+    let load = {
+        let (gateway, done, carol, bob) = (
+            Arc::clone(&gateway),
+            Arc::clone(&done),
+            carol.clone(),
+            bob.clone(),
+        );
+        std::thread::spawn(move || {
+            let mut carol_statuses = Vec::new();
+            let mut bob_failures = 0;
+            while !done.load(Ordering::Relaxed) {
+                carol_statuses.push(gateway.call("POST", TRIGGER, Some(&carol), &[]).status);
+                if gateway.call("POST", TRIGGER, Some(&bob), &[]).status != 200 {
+                    bob_failures += 1;
+                }
+            }
+            (carol_statuses, bob_failures)
+        })
+    };
+    std::thread::sleep(Duration::from_millis(500));
+    let roles = setup.bundle.join("roles.cedar");
+    let mut text = std::fs::read_to_string(&roles).unwrap();
+    text.push_str("\n@id(\"viewers-trigger\")\npermit (principal in Airflow::Role::\"viewer\", action == Airflow::Action::\"trigger\", resource is Airflow::Dag);\n");
+    std::fs::write(&roles, &text).unwrap();
+    let mut after = before.clone();
+    for _ in 0..100 {
+        after = gateway.get("/healthz", None).json()["bundle_id"].clone();
+        if after != before {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_ne!(after, before, "the new bundle never became active");
+    std::thread::sleep(Duration::from_millis(500));
+
+    // A broken bundle is refused; the last good one keeps serving.
+    std::fs::write(
+        setup.bundle.join("broken.cedar"),
+        "permit (principal, action, resource) when { ;",
+    )
+    .unwrap();
+    std::thread::sleep(Duration::from_millis(800));
+    assert_eq!(gateway.get("/healthz", None).json()["bundle_id"], after);
+    done.store(true, Ordering::Relaxed);
+    let (carol_statuses, bob_failures) = load.join().unwrap();
+    assert_eq!(bob_failures, 0, "a request failed during the reload");
+    assert!(
+        carol_statuses
+            .iter()
+            .all(|status| *status == 200 || *status == 403),
+        "{carol_statuses:?}"
+    );
+    let switches = carol_statuses
+        .windows(2)
+        .filter(|pair| pair[0] != pair[1])
+        .count();
+    assert_eq!(
+        switches, 1,
+        "the decision must switch exactly once: {carol_statuses:?}"
+    );
+    assert_eq!(carol_statuses.first(), Some(&403));
+    assert_eq!(carol_statuses.last(), Some(&200));
+    assert_eq!(gateway.call("POST", TRIGGER, Some(&carol), &[]).status, 200);
+    let metrics = gateway.get("/metrics", None).body;
+    assert!(
+        metrics.contains("cedar_edge_reloads_total{result=\"ok\"} 1"),
+        "{metrics}"
+    );
+    assert!(
+        !metrics.contains("cedar_edge_reloads_total{result=\"failed\"} 0"),
+        "{metrics}"
+    );
+    Arc::try_unwrap(gateway).ok().unwrap().stop();
+}
