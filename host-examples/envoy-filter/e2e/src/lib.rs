@@ -12,6 +12,7 @@ pub mod config;
 pub mod envoy;
 pub mod http;
 pub mod jwt;
+pub mod load;
 pub mod upstream;
 
 /// The filter module, built once by this crate's build script.

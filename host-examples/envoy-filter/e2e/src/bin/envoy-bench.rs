@@ -10,21 +10,14 @@
     clippy::indexing_slicing
 )]
 
-use std::process::Command;
-
 use cedar_edge_envoy_e2e::config::{JwtProvider, Ports, Upstream, envoy_yaml, plugin_config};
 use cedar_edge_envoy_e2e::envoy::{Envoy, free_port};
 use cedar_edge_envoy_e2e::jwt::{Issuer, now};
+use cedar_edge_envoy_e2e::load::compare;
 use cedar_edge_envoy_e2e::{FILTER_MODULE, http, repo, upstream};
 use serde_json::json;
 
 const PATH: &str = "/api/v1/dags/etl_daily/dagRuns";
-
-struct Sample {
-    requests_per_second: f64,
-    p50_us: f64,
-    p99_us: f64,
-}
 
 fn main() {
     let mut args = std::env::args().skip(1);
@@ -74,91 +67,26 @@ fn main() {
         let reply = http::get(envoy.port, "GET", PATH, &[("authorization", &bearer)]);
         assert_eq!(reply.status, 200, "warm-up: {}", reply.body);
     }
-    let mut results: Vec<(&str, Vec<Sample>)> = vec![
-        ("without filter", Vec::new()),
-        ("with cedar-edge", Vec::new()),
-    ];
-    // Alternate, so that drift on a shared machine hits both alike.
-    for _round in 0..2 {
-        for (index, envoy) in [&without, &with].into_iter().enumerate() {
-            let sample = wrk(envoy.port, &bearer, seconds, connections);
-            results[index].1.push(sample);
-        }
-    }
-    let average = |samples: &[Sample], pick: fn(&Sample) -> f64| {
-        samples.iter().map(pick).sum::<f64>() / samples.len() as f64
-    };
-    println!(
-        "wrk -t1 -c{connections} -d{seconds}s, two alternating rounds each, GET {PATH} (allowed)\n"
-    );
-    println!("| Envoy | requests/s | p50 | p99 |\n| --- | --- | --- | --- |");
-    let mut rows = Vec::new();
-    for (name, samples) in &results {
-        let row = (
-            average(samples, |s| s.requests_per_second),
-            average(samples, |s| s.p50_us),
-            average(samples, |s| s.p99_us),
-        );
-        println!(
-            "| {name} | {:.0} | {:.0} µs | {:.0} µs |",
-            row.0, row.1, row.2
-        );
-        rows.push(row);
-    }
-    let (base, filtered) = (rows[0], rows[1]);
-    println!(
-        "| difference | {:+.1}% | {:+.0} µs | {:+.0} µs |",
-        100.0 * (filtered.0 - base.0) / base.0,
-        filtered.1 - base.1,
-        filtered.2 - base.2
+    println!("GET {PATH} as bob (allowed)");
+    compare(
+        [
+            (
+                "Envoy without filter",
+                &format!("http://127.0.0.1:{}{PATH}", without.port),
+            ),
+            (
+                "Envoy with cedar-edge",
+                &format!("http://127.0.0.1:{}{PATH}", with.port),
+            ),
+        ],
+        &format!("authorization: {bearer}"),
+        seconds,
+        connections,
+        2,
     );
     let allowed = with.counter("wasmcustom.cedar_edge.allowed").unwrap_or(0);
     println!(
         "\nthe filter allowed {allowed} requests; the upstream served {}",
         upstream.hits.load(std::sync::atomic::Ordering::Relaxed)
     );
-}
-
-fn wrk(port: u16, bearer: &str, seconds: u32, connections: u32) -> Sample {
-    let out = Command::new("wrk")
-        .args([
-            "-t1",
-            &format!("-c{connections}"),
-            &format!("-d{seconds}s"),
-            "--latency",
-            "-H",
-        ])
-        .arg(format!("authorization: {bearer}"))
-        .arg(format!("http://127.0.0.1:{port}{PATH}"))
-        .output()
-        .expect("wrk runs (apt-get install wrk)");
-    let text = String::from_utf8_lossy(&out.stdout);
-    assert!(!text.contains("Non-2xx"), "some requests failed:\n{text}");
-    let field = |prefix: &str| -> f64 {
-        let line = text
-            .lines()
-            .map(str::trim)
-            .find(|line| line.starts_with(prefix))
-            .unwrap_or_else(|| panic!("no `{prefix}` in wrk output:\n{text}"));
-        let value = line.trim_start_matches(prefix).trim();
-        parse_duration_us(value).unwrap_or_else(|| value.parse().unwrap())
-    };
-    Sample {
-        requests_per_second: field("Requests/sec:"),
-        p50_us: field("50%"),
-        p99_us: field("99%"),
-    }
-}
-
-fn parse_duration_us(text: &str) -> Option<f64> {
-    let (number, factor) = if let Some(n) = text.strip_suffix("us") {
-        (n, 1.0)
-    } else if let Some(n) = text.strip_suffix("ms") {
-        (n, 1_000.0)
-    } else if let Some(n) = text.strip_suffix('s') {
-        (n, 1_000_000.0)
-    } else {
-        return None;
-    };
-    number.parse::<f64>().ok().map(|n| n * factor)
 }

@@ -1,0 +1,106 @@
+//! What authorization costs the gateway: two gateway processes, identical
+//! but for `authorization: false` in one, in front of the same upstream,
+//! loaded alternately by `wrk` in one run. Prints a markdown table.
+//!
+//!     cargo build --release -p cedar-edge-gateway --bins --examples
+//!     target/release/examples/load-bench [SECONDS] [CONNECTIONS]
+#![allow(clippy::expect_used, clippy::unwrap_used, clippy::panic)]
+
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use cedar_edge_envoy_e2e::envoy::free_port;
+use cedar_edge_envoy_e2e::jwt::{Issuer, now};
+use cedar_edge_envoy_e2e::load::compare;
+use cedar_edge_envoy_e2e::{http, repo, upstream};
+use serde_json::json;
+
+const PATH: &str = "/api/v1/dags/etl_daily/dagRuns";
+
+struct Gateway(Child);
+
+impl Drop for Gateway {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn main() {
+    let mut args = std::env::args().skip(1);
+    let seconds: u32 = args.next().and_then(|arg| arg.parse().ok()).unwrap_or(10);
+    let connections: u32 = args.next().and_then(|arg| arg.parse().ok()).unwrap_or(8);
+    let binary = std::env::current_exe()
+        .unwrap()
+        .parent()
+        .unwrap()
+        .parent()
+        .unwrap()
+        .join("cedar-edge-gateway");
+    let dir = std::env::temp_dir().join("cedar-edge-gateway-bench");
+    std::fs::create_dir_all(&dir).unwrap();
+    let issuer = Issuer::generate("bench");
+    std::fs::write(dir.join("jwks.json"), issuer.jwks()).unwrap();
+    let upstream = upstream::Upstream::start();
+    let start = |name: &str, authorization: bool| {
+        let port = free_port();
+        let config = dir.join(format!("{name}.yaml"));
+        std::fs::write(
+            &config,
+            format!(
+                "listen: 127.0.0.1:{port}\nbundle: {bundle}\nmapping: {mapping}\nauthorization: {authorization}\n\
+                 upstreams: {{ airflow: \"http://127.0.0.1:{up}\" }}\nroutes: [{{ prefix: /api/, upstream: airflow }}]\n\
+                 issuers: [{{ issuer: \"https://gitlab.example.com\", audience: airflow, jwks_file: jwks.json }}]\n\
+                 audit_log: {name}-audit.jsonl\n",
+                bundle = repo().join("policies/airflow-gitlab").display(),
+                mapping = repo().join("host-examples/envoy-filter/examples/airflow-mapping.json").display(),
+                up = upstream.port,
+            ),
+        )
+        .unwrap();
+        let child = Command::new(&binary)
+            .args(["--config", config.to_str().unwrap()])
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect(
+                "the gateway binary is built (cargo build --release -p cedar-edge-gateway --bins)",
+            );
+        for _ in 0..400 {
+            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        (Gateway(child), port)
+    };
+    let (_off, off_port) = start("authorization-off", false);
+    let (_on, on_port) = start("authorization-on", true);
+    let token = issuer.sign(&json!({
+        "iss": "https://gitlab.example.com", "aud": "airflow", "sub": "1", "preferred_username": "bob",
+        "email": "bob@example.com", "groups": [], "amr": ["mfa"], "iat": now(), "exp": now() + 3600,
+    }));
+    let bearer = format!("Bearer {token}");
+    for port in [off_port, on_port] {
+        let reply = http::get(port, "GET", PATH, &[("authorization", &bearer)]);
+        assert_eq!(reply.status, 200, "warm-up: {}", reply.body);
+    }
+    println!("GET {PATH} as bob (allowed); both gateways verify the RS256 token");
+    compare(
+        [
+            (
+                "gateway, authorization off",
+                &format!("http://127.0.0.1:{off_port}{PATH}"),
+            ),
+            (
+                "gateway, Cedar through the component",
+                &format!("http://127.0.0.1:{on_port}{PATH}"),
+            ),
+        ],
+        &format!("authorization: {bearer}"),
+        seconds,
+        connections,
+        2,
+    );
+}
