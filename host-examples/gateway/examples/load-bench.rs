@@ -3,7 +3,7 @@
 //! loaded alternately by `wrk` in one run. Prints a markdown table.
 //!
 //!     cargo build --release -p cedar-edge-gateway --bins --examples
-//!     target/release/examples/load-bench [SECONDS] [CONNECTIONS]
+//!     target/release/examples/load-bench [SECONDS] [CONNECTIONS] [component|native]
 #![allow(clippy::expect_used, clippy::unwrap_used, clippy::panic)]
 
 use std::process::{Child, Command, Stdio};
@@ -30,6 +30,7 @@ fn main() {
     let mut args = std::env::args().skip(1);
     let seconds: u32 = args.next().and_then(|arg| arg.parse().ok()).unwrap_or(10);
     let connections: u32 = args.next().and_then(|arg| arg.parse().ok()).unwrap_or(8);
+    let backend = args.next().unwrap_or_else(|| "component".to_owned());
     let binary = std::env::current_exe()
         .unwrap()
         .parent()
@@ -48,7 +49,7 @@ fn main() {
         std::fs::write(
             &config,
             format!(
-                "listen: 127.0.0.1:{port}\nbundle: {bundle}\nmapping: {mapping}\nauthorization: {authorization}\n\
+                "listen: 127.0.0.1:{port}\nbundle: {bundle}\nmapping: {mapping}\nauthorization: {authorization}\nbackend: {backend}\n\
                  upstreams: {{ airflow: \"http://127.0.0.1:{up}\" }}\nroutes: [{{ prefix: /api/, upstream: airflow }}]\n\
                  issuers: [{{ issuer: \"https://gitlab.example.com\", audience: airflow, jwks_file: jwks.json }}]\n\
                  audit_log: {name}-audit.jsonl\n",
@@ -87,16 +88,14 @@ fn main() {
         assert_eq!(reply.status, 200, "warm-up: {}", reply.body);
     }
     println!("GET {PATH} as bob (allowed); both gateways verify the RS256 token");
+    let label = format!("gateway, Cedar ({backend} backend)");
     compare(
         [
             (
                 "gateway, authorization off",
                 &format!("http://127.0.0.1:{off_port}{PATH}"),
             ),
-            (
-                "gateway, Cedar through the component",
-                &format!("http://127.0.0.1:{on_port}{PATH}"),
-            ),
+            (&label, &format!("http://127.0.0.1:{on_port}{PATH}")),
         ],
         &format!("authorization: {bearer}"),
         seconds,
