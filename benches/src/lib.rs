@@ -1,6 +1,8 @@
 //! Shared inputs for the benchmarks: the example bundle and the requests
 //! every engine is timed on, so all of them decide exactly the same thing.
 
+pub mod generator;
+
 use std::path::Path;
 
 use cedar_edge_engine::{

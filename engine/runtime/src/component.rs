@@ -460,11 +460,15 @@ impl ComponentBackend {
     /// Runs `call` on an idle instance, or a new one. The permit held by the
     /// caller guarantees the pool is not over its size. An instance whose call
     /// failed is dropped, so a trap can never leave bad state behind.
+    /// Runs `call` on an idle instance. The deadline covers `decisions`
+    /// decisions, so a batch gets the per-decision budget for each request.
     fn with_instance<R>(
         &self,
         _permit: SemaphorePermit<'_>,
+        decisions: usize,
         call: impl FnOnce(&mut Slot) -> wasmtime::Result<R>,
     ) -> Result<R, AuthorizeError> {
+        let decisions = u32::try_from(decisions.max(1)).unwrap_or(u32::MAX);
         let shared = &self.shared;
         let runtime = &shared.runtime;
         let idle = shared
@@ -483,7 +487,8 @@ impl ComponentBackend {
                 slot
             }
         };
-        slot.store.set_epoch_deadline(runtime.deadline_ticks);
+        slot.store
+            .set_epoch_deadline(runtime.deadline_ticks.saturating_mul(u64::from(decisions)));
         let result = call(&mut slot);
         let used = slot.store.data().memory.used_bytes;
         shared.peak_memory_bytes.fetch_max(used, Ordering::Relaxed);
@@ -498,7 +503,8 @@ impl ComponentBackend {
             }
             Err(err) => {
                 shared.discarded.fetch_add(1, Ordering::Relaxed);
-                Err(runtime.classify(err, slot.store.data(), runtime.config.deadline))
+                let budget = runtime.config.deadline.saturating_mul(decisions);
+                Err(runtime.classify(err, slot.store.data(), budget))
             }
         }
     }
@@ -509,7 +515,7 @@ impl ComponentBackend {
         request: &Request,
     ) -> Result<Response, AuthorizeError> {
         let request = convert::request(request);
-        let answer = self.with_instance(permit, |slot| {
+        let answer = self.with_instance(permit, 1, |slot| {
             let exports = slot.bindings.cedar_edge_authz_authorizer().bundle();
             exports.call_authorize(&mut slot.store, slot.bundle, &request)
         })?;
@@ -540,7 +546,7 @@ impl Backend for ComponentBackend {
     fn authorize_batch(&self, requests: &[Request]) -> Vec<Result<Response, AuthorizeError>> {
         let wit_requests: Vec<wit::Request> = requests.iter().map(convert::request).collect();
         let answers = self.acquire_blocking().and_then(|permit| {
-            self.with_instance(permit, |slot| {
+            self.with_instance(permit, requests.len(), |slot| {
                 let exports = slot.bindings.cedar_edge_authz_authorizer().bundle();
                 exports.call_authorize_batch(&mut slot.store, slot.bundle, &wit_requests)
             })
