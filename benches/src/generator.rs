@@ -92,8 +92,15 @@ pub fn bundle(policies: usize, seed: u64) -> Generated {
     }
 }
 
+fn any_action(rng: &mut Rng) -> &'static str {
+    ACTIONS
+        .get(rng.below(ACTIONS.len()))
+        .copied()
+        .unwrap_or("read")
+}
+
 fn policy(index: usize, tenant: usize, rng: &mut Rng) -> String {
-    let action = ACTIONS[rng.below(ACTIONS.len())];
+    let action = any_action(rng);
     let role = format!("Saas::Role::\"t{tenant}-r{}\"", rng.below(ROLES_PER_TENANT));
     let folder = format!(
         "Saas::Folder::\"t{tenant}-f{}\"",
@@ -178,7 +185,7 @@ pub fn request(tenants: usize, rng: &mut Rng) -> Request {
             "Saas::User",
             format!("t{tenant}-u{}", rng.below(USERS_PER_TENANT)),
         ),
-        action: EntityUid::new("Saas::Action", ACTIONS[rng.below(ACTIONS.len())]),
+        action: EntityUid::new("Saas::Action", any_action(rng)),
         resource: EntityUid::new(
             "Saas::Doc",
             format!(

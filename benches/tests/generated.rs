@@ -1,7 +1,12 @@
 //! On generated multi-tenant bundles, the indexed engine equals plain
 //! cedar-policy over the whole policy set, natively and through the
 //! component: decision, determining policies and errors.
-#![allow(clippy::expect_used, clippy::unwrap_used, clippy::panic)]
+#![allow(
+    clippy::expect_used,
+    clippy::unwrap_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
 
 use std::collections::BTreeSet;
 use std::str::FromStr;
