@@ -241,14 +241,13 @@ impl Bundle {
         for policy in policies.policies().filter(|policy| !policy.is_static()) {
             policy_files.insert(policy.id().to_string(), TEMPLATE_LINKS_FILE.to_owned());
         }
-        let index = crate::index::PolicyIndex::new(&policies);
         Ok(Self {
             id: source.content_hash(),
             policies,
             schema,
             entities: entities.unwrap_or_else(Entities::empty),
             authorizer: Authorizer::new(),
-            index,
+            index: crate::index::PolicyIndex::default(),
             limits,
             policy_ids,
             policy_files,

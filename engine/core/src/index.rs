@@ -50,51 +50,15 @@ impl Hasher for Fnv {
 
 type SubsetCache = HashMap<SubsetKey, Arc<PolicySet>, BuildHasherDefault<Fnv>>;
 
-/// The policies of a bundle, ready to be narrowed per request.
-#[derive(Debug)]
+/// The subsets of a bundle's policies, per (action, principal type,
+/// resource type), built on first use. The policy set itself stays the
+/// source of every scope, so nothing here can drift from it.
+#[derive(Debug, Default)]
 pub(crate) struct PolicyIndex {
-    scopes: Vec<Scope>,
     subsets: Mutex<SubsetCache>,
 }
 
-/// What a policy's scope says about types and actions.
-#[derive(Debug)]
-struct Scope {
-    policy: Policy,
-    principal_type: Option<EntityTypeName>,
-    resource_type: Option<EntityTypeName>,
-    action: ActionConstraint,
-}
-
 impl PolicyIndex {
-    pub(crate) fn new(policies: &PolicySet) -> Self {
-        let scopes = policies
-            .policies()
-            .map(|policy| Scope {
-                principal_type: match policy.principal_constraint() {
-                    PrincipalConstraint::Eq(uid) => Some(uid.type_name().clone()),
-                    PrincipalConstraint::Is(type_name)
-                    | PrincipalConstraint::IsIn(type_name, _) => Some(type_name),
-                    // `in` reaches any type that can be a descendant.
-                    PrincipalConstraint::Any | PrincipalConstraint::In(_) => None,
-                },
-                resource_type: match policy.resource_constraint() {
-                    ResourceConstraint::Eq(uid) => Some(uid.type_name().clone()),
-                    ResourceConstraint::Is(type_name) | ResourceConstraint::IsIn(type_name, _) => {
-                        Some(type_name)
-                    }
-                    ResourceConstraint::Any | ResourceConstraint::In(_) => None,
-                },
-                action: policy.action_constraint(),
-                policy: policy.clone(),
-            })
-            .collect();
-        Self {
-            scopes,
-            subsets: Mutex::new(SubsetCache::default()),
-        }
-    }
-
     /// The policies that can apply to a request with these parts. `None`
     /// when a subset could not be built, in which case the caller must use
     /// the whole set.
@@ -114,7 +78,7 @@ impl PolicyIndex {
         if let Some(found) = self.subsets.lock().ok()?.get(&key) {
             return Some(Arc::clone(found));
         }
-        let subset = Arc::new(self.build(all, entities, &key)?);
+        let subset = Arc::new(Self::build(all, entities, &key)?);
         if let Ok(mut subsets) = self.subsets.lock()
             && subsets.len() < MAX_CACHED_SUBSETS
         {
@@ -123,38 +87,55 @@ impl PolicyIndex {
         Some(subset)
     }
 
-    fn build(&self, all: &PolicySet, entities: &Entities, key: &SubsetKey) -> Option<PolicySet> {
+    fn build(all: &PolicySet, entities: &Entities, key: &SubsetKey) -> Option<PolicySet> {
         let (action, principal_type, resource_type) = key;
         let mut subset = PolicySet::new();
-        for scope in &self.scopes {
-            let fits = scope
-                .principal_type
-                .as_ref()
-                .is_none_or(|t| t == principal_type)
-                && scope
-                    .resource_type
-                    .as_ref()
-                    .is_none_or(|t| t == resource_type)
-                && action_fits(&scope.action, action, entities);
+        for policy in all.policies() {
+            let fits = principal_type_of(policy).is_none_or(|t| t == *principal_type)
+                && resource_type_of(policy).is_none_or(|t| t == *resource_type)
+                && action_fits(&policy.action_constraint(), action, entities);
             if !fits {
                 continue;
             }
-            match scope.policy.template_id() {
-                None => subset.add(scope.policy.clone()).ok()?,
+            match policy.template_id() {
+                None => subset.add(policy.clone()).ok()?,
                 Some(template_id) => {
                     if subset.template(template_id).is_none() {
                         subset
                             .add_template(all.template(template_id)?.clone())
                             .ok()?;
                     }
-                    let slots = scope.policy.template_links()?;
+                    let slots = policy.template_links()?;
                     subset
-                        .link(template_id.clone(), scope.policy.id().clone(), slots)
+                        .link(template_id.clone(), policy.id().clone(), slots)
                         .ok()?;
                 }
             }
         }
         Some(subset)
+    }
+}
+
+/// The one principal type a scope allows; `None` for any (`in` reaches
+/// every type that can be a descendant).
+fn principal_type_of(policy: &Policy) -> Option<EntityTypeName> {
+    match policy.principal_constraint() {
+        PrincipalConstraint::Eq(uid) => Some(uid.type_name().clone()),
+        PrincipalConstraint::Is(type_name) | PrincipalConstraint::IsIn(type_name, _) => {
+            Some(type_name)
+        }
+        PrincipalConstraint::Any | PrincipalConstraint::In(_) => None,
+    }
+}
+
+/// The one resource type a scope allows; `None` for any.
+fn resource_type_of(policy: &Policy) -> Option<EntityTypeName> {
+    match policy.resource_constraint() {
+        ResourceConstraint::Eq(uid) => Some(uid.type_name().clone()),
+        ResourceConstraint::Is(type_name) | ResourceConstraint::IsIn(type_name, _) => {
+            Some(type_name)
+        }
+        ResourceConstraint::Any | ResourceConstraint::In(_) => None,
     }
 }
 

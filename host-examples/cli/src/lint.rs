@@ -5,8 +5,8 @@ use std::collections::BTreeMap;
 
 use cedar_edge_engine::{Bundle, BundleSource, Diagnostic};
 use cedar_policy::{
-    ActionConstraint, Effect, Entities, EntityUid, Policy, PrincipalConstraint, ResourceConstraint,
-    Schema, ValidationMode, ValidationWarning, Validator,
+    ActionConstraint, Effect, Entities, EntityTypeName, EntityUid, Policy, PrincipalConstraint,
+    ResourceConstraint, Schema, ValidationMode, ValidationWarning, Validator,
 };
 use serde::Serialize;
 
@@ -177,17 +177,17 @@ fn shadowed_permits(locator: &Locator<'_>, entities: &Entities) -> Vec<Finding> 
         .filter(|policy| policy.effect() == Effect::Permit)
     {
         let shadowing = always_forbids.iter().find(|forbid| {
-            principal_covers(
-                &forbid.principal_constraint(),
-                &permit.principal_constraint(),
+            covers(
+                &forbid.principal_constraint().into(),
+                &permit.principal_constraint().into(),
                 entities,
             ) && action_covers(
                 &forbid.action_constraint(),
                 &permit.action_constraint(),
                 entities,
-            ) && resource_covers(
-                &forbid.resource_constraint(),
-                &permit.resource_constraint(),
+            ) && covers(
+                &forbid.resource_constraint().into(),
+                &permit.resource_constraint().into(),
                 entities,
             )
         });
@@ -214,42 +214,52 @@ fn is_in(uid: &EntityUid, ancestor: &EntityUid, entities: &Entities) -> bool {
             .is_some_and(|mut ancestors| ancestors.any(|found| found == ancestor))
 }
 
-/// The scope `outer` matches every request that the scope `inner` matches.
-/// Conservative: `false` whenever containment is not certain.
-fn principal_covers(
-    outer: &PrincipalConstraint,
-    inner: &PrincipalConstraint,
-    entities: &Entities,
-) -> bool {
-    use PrincipalConstraint as P;
-    match (outer, inner) {
-        (P::Any, _) => true,
-        (P::Eq(a), P::Eq(b)) => a == b,
-        (P::In(a), P::Eq(b) | P::In(b)) => is_in(b, a, entities),
-        (P::In(a), P::IsIn(_, b)) => is_in(b, a, entities),
-        (P::Is(t), P::Is(u) | P::IsIn(u, _)) => t == u,
-        (P::Is(t), P::Eq(b)) => b.type_name() == t,
-        (P::IsIn(t, a), P::IsIn(u, b)) => t == u && is_in(b, a, entities),
-        (P::IsIn(t, a), P::Eq(b)) => b.type_name() == t && is_in(b, a, entities),
-        _ => false,
+/// A principal or resource scope; Cedar gives the two the same shape under
+/// different types, and containment works the same for both.
+enum EntityScope {
+    Any,
+    Eq(EntityUid),
+    In(EntityUid),
+    Is(EntityTypeName),
+    IsIn(EntityTypeName, EntityUid),
+}
+
+impl From<PrincipalConstraint> for EntityScope {
+    fn from(constraint: PrincipalConstraint) -> Self {
+        match constraint {
+            PrincipalConstraint::Any => Self::Any,
+            PrincipalConstraint::Eq(uid) => Self::Eq(uid),
+            PrincipalConstraint::In(uid) => Self::In(uid),
+            PrincipalConstraint::Is(type_name) => Self::Is(type_name),
+            PrincipalConstraint::IsIn(type_name, uid) => Self::IsIn(type_name, uid),
+        }
     }
 }
 
-fn resource_covers(
-    outer: &ResourceConstraint,
-    inner: &ResourceConstraint,
-    entities: &Entities,
-) -> bool {
-    use ResourceConstraint as R;
+impl From<ResourceConstraint> for EntityScope {
+    fn from(constraint: ResourceConstraint) -> Self {
+        match constraint {
+            ResourceConstraint::Any => Self::Any,
+            ResourceConstraint::Eq(uid) => Self::Eq(uid),
+            ResourceConstraint::In(uid) => Self::In(uid),
+            ResourceConstraint::Is(type_name) => Self::Is(type_name),
+            ResourceConstraint::IsIn(type_name, uid) => Self::IsIn(type_name, uid),
+        }
+    }
+}
+
+/// The scope `outer` matches every request that the scope `inner` matches.
+/// Conservative: `false` whenever containment is not certain.
+fn covers(outer: &EntityScope, inner: &EntityScope, entities: &Entities) -> bool {
+    use EntityScope as S;
     match (outer, inner) {
-        (R::Any, _) => true,
-        (R::Eq(a), R::Eq(b)) => a == b,
-        (R::In(a), R::Eq(b) | R::In(b)) => is_in(b, a, entities),
-        (R::In(a), R::IsIn(_, b)) => is_in(b, a, entities),
-        (R::Is(t), R::Is(u) | R::IsIn(u, _)) => t == u,
-        (R::Is(t), R::Eq(b)) => b.type_name() == t,
-        (R::IsIn(t, a), R::IsIn(u, b)) => t == u && is_in(b, a, entities),
-        (R::IsIn(t, a), R::Eq(b)) => b.type_name() == t && is_in(b, a, entities),
+        (S::Any, _) => true,
+        (S::Eq(a), S::Eq(b)) => a == b,
+        (S::In(a), S::Eq(b) | S::In(b) | S::IsIn(_, b)) => is_in(b, a, entities),
+        (S::Is(t), S::Is(u) | S::IsIn(u, _)) => t == u,
+        (S::Is(t), S::Eq(b)) => b.type_name() == t,
+        (S::IsIn(t, a), S::IsIn(u, b)) => t == u && is_in(b, a, entities),
+        (S::IsIn(t, a), S::Eq(b)) => b.type_name() == t && is_in(b, a, entities),
         _ => false,
     }
 }

@@ -140,7 +140,7 @@ impl HttpContext for Request {
             return Action::Pause;
         };
         let http = read_request(&filter);
-        let decision_id = header_text(&http, "x-request-id")
+        let decision_id = header_text(&http.headers, "x-request-id")
             .filter(|id| !id.is_empty() && id.len() <= 128)
             .unwrap_or_else(|| self.fallback_id.clone());
         let outcome = filter.decide(&http);
@@ -187,13 +187,6 @@ impl HttpContext for Request {
 fn read_request(filter: &Filter) -> HttpRequest {
     let headers: Vec<(String, Vec<u8>)> =
         hostcalls::get_map_bytes(MapType::HttpRequestHeaders).unwrap_or_default();
-    let pseudo = |name: &str| {
-        headers
-            .iter()
-            .find(|(key, _)| key == name)
-            .and_then(|(_, value)| String::from_utf8(value.clone()).ok())
-            .unwrap_or_default()
-    };
     let claims = match &filter.config.identity.source {
         None => Claims::Invalid("`identity.source` is not configured".to_owned()),
         Some(ClaimsSource::JwtMetadata { namespace, key }) => {
@@ -231,8 +224,8 @@ fn read_request(filter: &Filter) -> HttpRequest {
             i64::try_from(since.as_secs()).unwrap_or(i64::MAX)
         });
     HttpRequest {
-        method: pseudo(":method"),
-        path: pseudo(":path"),
+        method: header_text(&headers, ":method").unwrap_or_default(),
+        path: header_text(&headers, ":path").unwrap_or_default(),
         source_address: property(vec!["source", "address"]),
         peer_identity: property(vec!["connection", "uri_san_peer_certificate"]),
         now_seconds,
@@ -241,8 +234,9 @@ fn read_request(filter: &Filter) -> HttpRequest {
     }
 }
 
-fn header_text(http: &HttpRequest, name: &str) -> Option<String> {
-    http.headers
+/// A header's value, when it is UTF-8.
+fn header_text(headers: &[(String, Vec<u8>)], name: &str) -> Option<String> {
+    headers
         .iter()
         .find(|(key, _)| key == name)
         .and_then(|(_, value)| String::from_utf8(value.clone()).ok())

@@ -62,7 +62,11 @@ impl Engine {
             BackendKind::Component => Some(ComponentRuntime::new(RuntimeConfig::default())?),
             BackendKind::Native => None,
         };
-        let first = load(&bundle_dir, &mapping, runtime.as_ref())?;
+        let first = load(
+            &BundleSource::from_dir(&bundle_dir)?,
+            &mapping,
+            runtime.as_ref(),
+        )?;
         metrics.set_bundle(&first.bundle_id);
         Ok(Self {
             bundle_dir,
@@ -88,7 +92,7 @@ impl Engine {
         if source.content_hash() == self.active().bundle_id {
             return Ok(false);
         }
-        match load(&self.bundle_dir, &self.mapping, self.runtime.as_ref()) {
+        match load(&source, &self.mapping, self.runtime.as_ref()) {
             Ok(next) => {
                 tracing::info!(bundle_id = %next.bundle_id, "bundle reloaded");
                 self.metrics.set_bundle(&next.bundle_id);
@@ -110,16 +114,15 @@ impl Engine {
 }
 
 fn load(
-    bundle_dir: &std::path::Path,
+    source: &BundleSource,
     mapping: &Value,
     runtime: Option<&ComponentRuntime>,
 ) -> anyhow::Result<Active> {
-    let source = BundleSource::from_dir(bundle_dir)?;
-    let config = plugin_config(&source, mapping)?;
+    let config = plugin_config(source, mapping)?;
     let filter = Filter::from_json(config.to_string().as_bytes())?;
     let backend: Box<dyn Backend> = match runtime {
-        Some(runtime) => Box::new(runtime.load_bundle(&source)?),
-        None => Box::new(NativeBackend::load(&source, RequestLimits::default())?),
+        Some(runtime) => Box::new(runtime.load_bundle(source)?),
+        None => Box::new(NativeBackend::load(source, RequestLimits::default())?),
     };
     Ok(Active {
         bundle_id: backend.bundle_id().to_owned(),

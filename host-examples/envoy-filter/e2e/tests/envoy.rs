@@ -42,7 +42,17 @@ struct Stack {
     plugin: Value,
 }
 
-fn start(name: &str, plugin: Value) -> Stack {
+/// Starts Envoy with jwt_authn and `plugin` in front of a fresh echo
+/// upstream; the Envoy comes back even when it refused its configuration.
+fn launch(
+    name: &str,
+    plugin: &Value,
+) -> (
+    Result<Envoy, (Envoy, String)>,
+    Issuer,
+    upstream::Upstream,
+    Ports,
+) {
     let issuer = Issuer::generate("test-key");
     let upstream = upstream::Upstream::start();
     let ports = Ports {
@@ -56,14 +66,20 @@ fn start(name: &str, plugin: Value) -> Stack {
             audience: AUDIENCE.into(),
             jwks: issuer.jwks(),
         }),
-        Some((FILTER_MODULE, &plugin)),
+        Some((FILTER_MODULE, plugin)),
         &[Upstream {
             name: "airflow".into(),
             prefix: "/".into(),
             port: upstream.port,
         }],
     );
-    let envoy = match Envoy::start(&scratch(name), &yaml, ports.listener, ports.admin) {
+    let envoy = Envoy::start(&scratch(name), &yaml, ports.listener, ports.admin);
+    (envoy, issuer, upstream, ports)
+}
+
+fn start(name: &str, plugin: Value) -> Stack {
+    let (started, issuer, upstream, _) = launch(name, &plugin);
+    let envoy = match started {
         Ok(envoy) => envoy,
         Err((envoy, message)) => panic!("{message}\n{}", envoy.log()),
     };
@@ -389,27 +405,7 @@ fn a_broken_policy_is_refused_and_nothing_is_allowed() {
     let mut plugin = airflow_plugin();
     plugin["bundle"]["policies"]["roles.cedar"] =
         json!("permit (principal, action, resource) when { ;");
-    let issuer = Issuer::generate("test-key");
-    let upstream = upstream::Upstream::start();
-    let ports = Ports {
-        listener: free_port(),
-        admin: free_port(),
-    };
-    let yaml = envoy_yaml(
-        &ports,
-        Some(&JwtProvider {
-            issuer: ISSUER.into(),
-            audience: AUDIENCE.into(),
-            jwks: issuer.jwks(),
-        }),
-        Some((FILTER_MODULE, &plugin)),
-        &[Upstream {
-            name: "airflow".into(),
-            prefix: "/".into(),
-            port: upstream.port,
-        }],
-    );
-    let started = Envoy::start(&scratch("broken"), &yaml, ports.listener, ports.admin);
+    let (started, issuer, upstream, ports) = launch("broken", &plugin);
     let mut envoy = match started {
         Ok(envoy) | Err((envoy, _)) => envoy,
     };
