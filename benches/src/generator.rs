@@ -2,23 +2,40 @@
 //! and documents, and a policy mix of scoped and unscoped permits, `when`
 //! and `unless` conditions, and forbids. The generated requests hit both
 //! permits and forbids. Deterministic for a given size and seed.
+//!
+//! Policies are generated as [`PolicySpec`] values first and rendered to
+//! Cedar from there, so the same model can be translated for other engines
+//! (`benches/scripts/peers`) without parsing Cedar.
+//!
+//! The shape follows a multi-tenant SaaS bundle: almost every policy belongs
+//! to one tenant and is scoped to that tenant's roles, users, folders or the
+//! tenant itself, and a fixed handful of global rules (a cross-tenant guard,
+//! an auditor rule, a maintenance window) are unscoped. The unscoped share
+//! therefore shrinks as the bundle grows, as it does in real deployments.
 
 use cedar_edge_engine::{
     Attributes, BundleFile, BundleSource, ContextInput, EntityUid, Request, Value,
 };
+use serde::Serialize;
 use serde_json::json;
 
-const ACTIONS: [&str; 8] = [
+/// The actions of the generated schema.
+pub const ACTIONS: [&str; 8] = [
     "read", "write", "delete", "share", "comment", "export", "admin", "audit",
 ];
-const ROLES_PER_TENANT: usize = 4;
-const USERS_PER_TENANT: usize = 6;
-const FOLDERS_PER_TENANT: usize = 4;
-const DOCS_PER_FOLDER: usize = 3;
-/// Policies per tenant: the tenant count grows with the bundle.
+/// Roles per tenant.
+pub const ROLES_PER_TENANT: usize = 4;
+/// Users per tenant.
+pub const USERS_PER_TENANT: usize = 6;
+/// Folders per tenant.
+pub const FOLDERS_PER_TENANT: usize = 4;
+/// Documents per folder.
+pub const DOCS_PER_FOLDER: usize = 3;
+/// Tenant policies per tenant: the tenant count grows with the bundle.
 const POLICIES_PER_TENANT: usize = 25;
 
-const SCHEMA: &str = r#"namespace Saas {
+/// The generated bundle's schema, in Cedar syntax.
+pub const SCHEMA: &str = r#"namespace Saas {
   type Ctx = { hour: Long, mfa: Bool };
   entity Tenant;
   entity Role in [Tenant];
@@ -53,24 +70,99 @@ impl Rng {
     }
 }
 
-/// A generated bundle and requests against it.
+/// One generated policy, before it is rendered to any language. Entity
+/// fields are plain ids (`t3-r1`); their types follow from the variant.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum PolicySpec {
+    /// `permit (principal in Role, action == A, resource in Folder) when { context.hour >= H }`
+    RoleFolderAction {
+        role: String,
+        action: String,
+        folder: String,
+        min_hour: usize,
+    },
+    /// `permit (principal in Role, action in [read, comment], resource in Tenant)`
+    RoleTenantReadComment { role: String, tenant: String },
+    /// `permit (principal == User, action, resource in Tenant) when { principal.level > resource.level }`
+    UserOutranksDoc { user: String, tenant: String },
+    /// `forbid (principal, action in [delete, admin], resource in Folder) unless { context.mfa }`
+    FolderNeedsMfa { folder: String },
+    /// `forbid (principal in Role, action == export, resource) when { context.hour < 6 }`
+    RoleNoNightExport { role: String },
+    /// `permit (principal is User in Tenant, action == read, resource is Doc in Tenant) when { resource.public && context.hour > H }`
+    TenantPublicRead { tenant: String, after_hour: usize },
+    /// `forbid (principal is User in Tenant, action in [write, share], resource is Doc in Tenant) when { resource.level > principal.level + 1 }`
+    TenantNoWriteAbove { tenant: String },
+    /// Global: `forbid (principal is User, action, resource is Doc) when { resource.tenant != principal.tenant && resource.level > L }`
+    CrossTenantGuard { min_level: usize },
+    /// Global: `permit (principal, action == audit, resource) when { principal.level >= 4 }`
+    SeniorAudit,
+    /// Global: `forbid (principal, action == delete, resource) when { context.hour < 2 }`
+    MaintenanceWindow,
+}
+
+/// A policy with its id and effect.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct GeneratedPolicy {
+    /// The `@id` annotation.
+    pub id: String,
+    /// Whether it forbids.
+    pub forbid: bool,
+    /// What it says.
+    pub spec: PolicySpec,
+}
+
+/// A generated bundle and what requests against it need to know.
 #[derive(Debug, Clone)]
 pub struct Generated {
     /// The bundle.
     pub source: BundleSource,
     /// How many tenants it has.
     pub tenants: usize,
+    /// The policies, in bundle order.
+    pub policies: Vec<GeneratedPolicy>,
 }
 
-/// A bundle with exactly `policies` policies.
+/// How many of a bundle's policies are global (unscoped) rules.
+const GLOBAL_POLICIES: usize = 3;
+
+/// A bundle with exactly `policies` policies (at least one).
 pub fn bundle(policies: usize, seed: u64) -> Generated {
-    let tenants = policies.div_ceil(POLICIES_PER_TENANT).max(1);
+    let policies = policies.max(1);
+    let globals = GLOBAL_POLICIES.min(policies);
+    let tenant_policies = policies - globals;
+    let tenants = tenant_policies.div_ceil(POLICIES_PER_TENANT).max(1);
     let mut rng = Rng::new(seed);
-    let mut text = String::new();
-    for index in 0..policies {
-        let tenant = index % tenants;
-        text.push_str(&policy(index, tenant, &mut rng));
+    let mut specs: Vec<PolicySpec> = Vec::with_capacity(policies);
+    specs.extend(
+        [
+            PolicySpec::CrossTenantGuard {
+                min_level: 1 + rng.below(3),
+            },
+            PolicySpec::SeniorAudit,
+            PolicySpec::MaintenanceWindow,
+        ]
+        .into_iter()
+        .take(globals),
+    );
+    for index in 0..tenant_policies {
+        specs.push(tenant_policy(
+            index % POLICIES_PER_TENANT,
+            index / POLICIES_PER_TENANT,
+            &mut rng,
+        ));
     }
+    let policies: Vec<GeneratedPolicy> = specs
+        .into_iter()
+        .enumerate()
+        .map(|(index, spec)| GeneratedPolicy {
+            id: format!("p{index}"),
+            forbid: spec.is_forbid(),
+            spec,
+        })
+        .collect();
+    let text: String = policies.iter().map(GeneratedPolicy::to_cedar).collect();
     Generated {
         source: BundleSource {
             policies: vec![BundleFile {
@@ -89,6 +181,7 @@ pub fn bundle(policies: usize, seed: u64) -> Generated {
             prepared_schema_json: None,
         },
         tenants,
+        policies,
     }
 }
 
@@ -99,40 +192,117 @@ fn any_action(rng: &mut Rng) -> &'static str {
         .unwrap_or("read")
 }
 
-fn policy(index: usize, tenant: usize, rng: &mut Rng) -> String {
-    let action = any_action(rng);
-    let role = format!("Saas::Role::\"t{tenant}-r{}\"", rng.below(ROLES_PER_TENANT));
-    let folder = format!(
-        "Saas::Folder::\"t{tenant}-f{}\"",
-        rng.below(FOLDERS_PER_TENANT)
-    );
-    let user = format!("Saas::User::\"t{tenant}-u{}\"", rng.below(USERS_PER_TENANT));
-    let hour = rng.below(24);
-    let body = match index % 10 {
-        0..=3 => format!(
-            "permit (principal in {role}, action == Saas::Action::\"{action}\", resource in {folder})\nwhen {{ context.hour >= {hour} }};"
-        ),
-        4 => format!(
-            "permit (principal in {role}, action in [Saas::Action::\"read\", Saas::Action::\"comment\"], resource in Saas::Tenant::\"t{tenant}\");"
-        ),
-        5 => format!(
-            "permit (principal == {user}, action, resource in Saas::Tenant::\"t{tenant}\")\nwhen {{ principal.level > resource.level }};"
-        ),
-        6 => format!(
-            "forbid (principal, action in [Saas::Action::\"delete\", Saas::Action::\"admin\"], resource in {folder})\nunless {{ context.mfa }};"
-        ),
-        7 => format!(
-            "forbid (principal in {role}, action == Saas::Action::\"export\", resource)\nwhen {{ context.hour < 6 }};"
-        ),
-        8 => format!(
-            "permit (principal is Saas::User, action == Saas::Action::\"read\", resource is Saas::Doc)\nwhen {{ resource.public && resource.tenant == principal.tenant && context.hour > {hour} }};"
-        ),
-        _ => format!(
-            "forbid (principal is Saas::User, action, resource is Saas::Doc)\nwhen {{ resource.tenant != principal.tenant && resource.level > {} }};",
-            rng.below(5)
-        ),
-    };
-    format!("@id(\"p{index}\")\n{body}\n\n")
+/// The `slot`-th policy of tenant `tenant`: the kinds cycle so that every
+/// tenant gets the whole mix.
+fn tenant_policy(slot: usize, tenant: usize, rng: &mut Rng) -> PolicySpec {
+    let role = format!("t{tenant}-r{}", rng.below(ROLES_PER_TENANT));
+    let folder = format!("t{tenant}-f{}", rng.below(FOLDERS_PER_TENANT));
+    let user = format!("t{tenant}-u{}", rng.below(USERS_PER_TENANT));
+    let tenant = format!("t{tenant}");
+    match slot % 10 {
+        0..=3 => PolicySpec::RoleFolderAction {
+            role,
+            action: any_action(rng).to_owned(),
+            folder,
+            min_hour: rng.below(24),
+        },
+        4 => PolicySpec::RoleTenantReadComment { role, tenant },
+        5 => PolicySpec::UserOutranksDoc { user, tenant },
+        6 => PolicySpec::FolderNeedsMfa { folder },
+        7 => PolicySpec::RoleNoNightExport { role },
+        8 => PolicySpec::TenantPublicRead {
+            tenant,
+            after_hour: rng.below(24),
+        },
+        _ => PolicySpec::TenantNoWriteAbove { tenant },
+    }
+}
+
+impl PolicySpec {
+    /// Whether the policy forbids.
+    pub fn is_forbid(&self) -> bool {
+        matches!(
+            self,
+            Self::FolderNeedsMfa { .. }
+                | Self::RoleNoNightExport { .. }
+                | Self::TenantNoWriteAbove { .. }
+                | Self::CrossTenantGuard { .. }
+                | Self::MaintenanceWindow
+        )
+    }
+}
+
+fn saas(kind: &str, id: &str) -> String {
+    format!("Saas::{kind}::\"{id}\"")
+}
+
+fn act(name: &str) -> String {
+    saas("Action", name)
+}
+
+impl GeneratedPolicy {
+    /// The policy in Cedar syntax, with its `@id`.
+    pub fn to_cedar(&self) -> String {
+        let body = match &self.spec {
+            PolicySpec::RoleFolderAction {
+                role,
+                action,
+                folder,
+                min_hour,
+            } => format!(
+                "permit (principal in {}, action == {}, resource in {})\nwhen {{ context.hour >= {min_hour} }};",
+                saas("Role", role),
+                act(action),
+                saas("Folder", folder)
+            ),
+            PolicySpec::RoleTenantReadComment { role, tenant } => format!(
+                "permit (principal in {}, action in [{}, {}], resource in {});",
+                saas("Role", role),
+                act("read"),
+                act("comment"),
+                saas("Tenant", tenant)
+            ),
+            PolicySpec::UserOutranksDoc { user, tenant } => format!(
+                "permit (principal == {}, action, resource in {})\nwhen {{ principal.level > resource.level }};",
+                saas("User", user),
+                saas("Tenant", tenant)
+            ),
+            PolicySpec::FolderNeedsMfa { folder } => format!(
+                "forbid (principal, action in [{}, {}], resource in {})\nunless {{ context.mfa }};",
+                act("delete"),
+                act("admin"),
+                saas("Folder", folder)
+            ),
+            PolicySpec::RoleNoNightExport { role } => format!(
+                "forbid (principal in {}, action == {}, resource)\nwhen {{ context.hour < 6 }};",
+                saas("Role", role),
+                act("export")
+            ),
+            PolicySpec::TenantPublicRead { tenant, after_hour } => format!(
+                "permit (principal is Saas::User in {t}, action == {}, resource is Saas::Doc in {t})\nwhen {{ resource.public && context.hour > {after_hour} }};",
+                act("read"),
+                t = saas("Tenant", tenant)
+            ),
+            PolicySpec::TenantNoWriteAbove { tenant } => format!(
+                "forbid (principal is Saas::User in {t}, action in [{}, {}], resource is Saas::Doc in {t})\nwhen {{ resource.level > principal.level + 1 }};",
+                act("write"),
+                act("share"),
+                t = saas("Tenant", tenant)
+            ),
+            PolicySpec::CrossTenantGuard { min_level } => format!(
+                "forbid (principal is Saas::User, action, resource is Saas::Doc)\nwhen {{ resource.tenant != principal.tenant && resource.level > {min_level} }};"
+            ),
+            PolicySpec::SeniorAudit => format!(
+                "permit (principal, action == {}, resource)\nwhen {{ principal.level >= 4 }};",
+                act("audit")
+            ),
+            PolicySpec::MaintenanceWindow => format!(
+                "forbid (principal, action == {}, resource)\nwhen {{ context.hour < 2 }};",
+                act("delete")
+            ),
+        };
+        format!("@id(\"{}\")\n{body}\n\n", self.id)
+    }
 }
 
 fn uid(kind: &str, id: String) -> serde_json::Value {

@@ -3,17 +3,54 @@
 use std::borrow::Cow;
 
 use cedar_policy::{Context, Entities};
+use cedar_policy_core::ast;
 
 use crate::bundle::Bundle;
 use crate::request::{
     NodeBudget, Request, RequestError, cedar_entity, cedar_fields, cedar_uid, check_json_context,
 };
-use crate::response::{Decision, PolicyError, Response};
+use crate::response::Response;
+
+/// A request turned into Cedar's terms, with the policies that can apply.
+struct Prepared<'bundle> {
+    request: cedar_policy::Request,
+    entities: Cow<'bundle, Entities>,
+    candidates: Vec<u32>,
+}
 
 impl Bundle {
     /// Decides one request. An `Err` means the request got no decision at
     /// all; every host must treat it as a deny.
     pub fn authorize(&self, request: &Request) -> Result<Response, RequestError> {
+        let prepared = self.prepare(request)?;
+        let core_request: &ast::Request = prepared.request.as_ref();
+        let evaluation = self.index.evaluate(
+            &prepared.candidates,
+            core_request.clone(),
+            &prepared.entities,
+        );
+        Ok(Response {
+            decision: evaluation.decision,
+            determining_policies: evaluation.determining_policies,
+            errors: evaluation.errors,
+            bundle_id: self.id.clone(),
+        })
+    }
+
+    /// The ids of the policies whose scope can match `request`: the only
+    /// ones [`Bundle::authorize`] evaluates. Sorted.
+    pub fn candidate_policies(&self, request: &Request) -> Result<Vec<String>, RequestError> {
+        let prepared = self.prepare(request)?;
+        let mut ids: Vec<String> = self
+            .index
+            .ids(&prepared.candidates)
+            .map(str::to_owned)
+            .collect();
+        ids.sort();
+        Ok(ids)
+    }
+
+    fn prepare(&self, request: &Request) -> Result<Prepared<'_>, RequestError> {
         let principal = cedar_uid(&request.principal, "principal")?;
         let action = cedar_uid(&request.action, "action")?;
         let resource = cedar_uid(&request.resource, "resource")?;
@@ -33,52 +70,30 @@ impl Bundle {
         };
 
         let entities = self.entities_with(request, &mut budget)?;
-        // Request entities that are actions could change the action
-        // hierarchy the index was built on; such requests see every policy.
-        let adds_actions = request.entities.iter().any(|entity| {
-            entity.uid.type_name == "Action" || entity.uid.type_name.ends_with("::Action")
-        });
-        let candidates = if adds_actions {
-            None
-        } else {
-            self.index.candidates(
-                &self.policies,
-                &self.entities,
-                &principal,
-                &action,
-                &resource,
-            )
-        };
-        let policies = candidates.as_deref().unwrap_or(&self.policies);
         let cedar_request =
             cedar_policy::Request::new(principal, action, resource, context, self.schema.as_ref())
                 .map_err(|err| RequestError::invalid("request", err))?;
-        let answer = self
-            .authorizer
-            .is_authorized(&cedar_request, policies, &entities);
-
-        let diagnostics = answer.diagnostics();
-        let mut determining_policies: Vec<String> =
-            diagnostics.reason().map(ToString::to_string).collect();
-        determining_policies.sort();
-        let mut errors: Vec<PolicyError> = diagnostics
-            .errors()
-            .map(
-                |cedar_policy::AuthorizationError::PolicyEvaluationError(err)| PolicyError {
-                    policy_id: err.policy_id().to_string(),
-                    message: err.inner().to_string(),
-                },
-            )
-            .collect();
-        errors.sort();
-        Ok(Response {
-            decision: match answer.decision() {
-                cedar_policy::Decision::Allow => Decision::Allow,
-                cedar_policy::Decision::Deny => Decision::Deny,
-            },
-            determining_policies,
-            errors,
-            bundle_id: self.id.clone(),
+        // Request entities that are actions could change the action
+        // hierarchy the index files policies under; such requests see every
+        // policy.
+        let adds_actions = request.entities.iter().any(|entity| {
+            entity.uid.type_name == "Action" || entity.uid.type_name.ends_with("::Action")
+        });
+        let candidates = match (
+            adds_actions,
+            cedar_request.principal(),
+            cedar_request.action(),
+            cedar_request.resource(),
+        ) {
+            (false, Some(principal), Some(action), Some(resource)) => self
+                .index
+                .candidates(&entities, principal, action, resource),
+            _ => self.index.all(),
+        };
+        Ok(Prepared {
+            request: cedar_request,
+            entities,
+            candidates,
         })
     }
 

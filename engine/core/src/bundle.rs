@@ -5,7 +5,7 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
-use cedar_policy::{Authorizer, Entities, PolicyId, PolicySet, Schema, SlotId};
+use cedar_policy::{Entities, PolicyId, PolicySet, Schema, SlotId};
 #[cfg(feature = "validate")]
 use cedar_policy::{ValidationMode, Validator};
 use serde::Deserialize;
@@ -199,7 +199,6 @@ pub struct Bundle {
     pub(crate) policies: PolicySet,
     pub(crate) schema: Option<Schema>,
     pub(crate) entities: Entities,
-    pub(crate) authorizer: Authorizer,
     pub(crate) index: crate::index::PolicyIndex,
     pub(crate) limits: RequestLimits,
     policy_ids: Vec<String>,
@@ -241,13 +240,13 @@ impl Bundle {
         for policy in policies.policies().filter(|policy| !policy.is_static()) {
             policy_files.insert(policy.id().to_string(), TEMPLATE_LINKS_FILE.to_owned());
         }
+        let index = crate::index::PolicyIndex::new(&policies);
         Ok(Self {
             id: source.content_hash(),
             policies,
             schema,
             entities: entities.unwrap_or_else(Entities::empty),
-            authorizer: Authorizer::new(),
-            index: crate::index::PolicyIndex::default(),
+            index,
             limits,
             policy_ids,
             policy_files,

@@ -1,31 +1,41 @@
-//! Which policies can apply to a request, decided from their scopes alone.
+//! Which policies can apply to a request, decided from their scopes alone,
+//! and the evaluation of just those.
 //!
 //! Cedar evaluates a policy's scope before its conditions and stops at the
 //! first part that is false, so a policy whose scope cannot match a request
 //! is false for it and never raises an error. Leaving such policies out
 //! therefore changes neither the decision nor the determining policies nor
-//! the errors; it only saves their evaluation. The subsets are keyed by the
-//! request's action and its principal and resource types, built on first use
-//! and cached.
+//! the errors; it only saves their evaluation.
+//!
+//! Each policy is filed once, under the entity its scope is anchored to:
+//! the uid in its principal scope (`==`, `in`, `is … in`), else the uid in
+//! its resource scope, else the action(s) in its action scope, else in a
+//! short list of unanchored policies that every request sees. A request
+//! gathers the policies filed under its principal and the principal's
+//! ancestors, its resource and the resource's ancestors, and its action and
+//! the action's groups. The cost of a request so depends on how many
+//! policies are anchored near it, not on the size of the bundle.
+//!
+//! The candidates are then evaluated one by one with Cedar's own evaluator
+//! (the rest of Cedar's authorizer is the simple combination below), so
+//! that no policy set has to be built per request.
 
 use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
-use std::sync::{Arc, Mutex};
 
 use cedar_policy::{
-    ActionConstraint, Entities, EntityTypeName, EntityUid, Policy, PolicySet, PrincipalConstraint,
-    ResourceConstraint,
+    ActionConstraint, Entities, EntityUid, PolicySet, PrincipalConstraint, ResourceConstraint,
 };
+use cedar_policy_core::ast;
+use cedar_policy_core::evaluator::Evaluator;
+use cedar_policy_core::extensions::Extensions;
 
-/// More distinct (action, principal type, resource type) keys than this are
-/// served uncached, so hostile requests cannot grow the cache without bound.
-const MAX_CACHED_SUBSETS: usize = 4096;
+use crate::response::{Decision, PolicyError};
 
-type SubsetKey = (EntityUid, EntityTypeName, EntityTypeName);
-
-/// FNV-1a: the cache is looked up on every request, and SipHash over three
-/// names costs a visible share of a small bundle's decision in wasm. The
-/// cache is bounded, so colliding keys cost at most a bounded scan.
+/// FNV-1a: the buckets are looked up several times per request, and SipHash
+/// over entity names costs a visible share of a small bundle's decision in
+/// wasm. Keys come from the bundle's own policies, not from requests, so
+/// hash flooding by a caller is not a concern.
 #[derive(Debug, Default)]
 struct Fnv(u64);
 
@@ -48,108 +58,174 @@ impl Hasher for Fnv {
     }
 }
 
-type SubsetCache = HashMap<SubsetKey, Arc<PolicySet>, BuildHasherDefault<Fnv>>;
+type Buckets = HashMap<EntityUid, Vec<u32>, BuildHasherDefault<Fnv>>;
 
-/// The subsets of a bundle's policies, per (action, principal type,
-/// resource type), built on first use. The policy set itself stays the
-/// source of every scope, so nothing here can drift from it.
+/// One policy, ready for Cedar's evaluator.
+#[derive(Debug)]
+struct IndexedPolicy {
+    id: String,
+    forbid: bool,
+    policy: ast::Policy,
+}
+
+/// A bundle's policies, filed by the entity their scope is anchored to.
+/// Built once per bundle load from the policy set.
 #[derive(Debug, Default)]
 pub(crate) struct PolicyIndex {
-    subsets: Mutex<SubsetCache>,
+    policies: Vec<IndexedPolicy>,
+    by_principal: Buckets,
+    by_resource: Buckets,
+    by_action: Buckets,
+    unanchored: Vec<u32>,
+}
+
+/// What evaluating a request's candidate policies found.
+#[derive(Debug)]
+pub(crate) struct Evaluation {
+    pub decision: Decision,
+    pub determining_policies: Vec<String>,
+    pub errors: Vec<PolicyError>,
 }
 
 impl PolicyIndex {
-    /// The policies that can apply to a request with these parts. `None`
-    /// when a subset could not be built, in which case the caller must use
-    /// the whole set.
+    pub(crate) fn new(all: &PolicySet) -> Self {
+        let mut index = Self::default();
+        for policy in all.policies() {
+            let position = index.policies.len() as u32;
+            index.policies.push(IndexedPolicy {
+                id: policy.id().to_string(),
+                forbid: policy.effect() == cedar_policy::Effect::Forbid,
+                policy: AsRef::<ast::Policy>::as_ref(policy).clone(),
+            });
+            let principal_anchor = match policy.principal_constraint() {
+                PrincipalConstraint::Eq(uid)
+                | PrincipalConstraint::In(uid)
+                | PrincipalConstraint::IsIn(_, uid) => Some(uid),
+                PrincipalConstraint::Any | PrincipalConstraint::Is(_) => None,
+            };
+            let resource_anchor = match policy.resource_constraint() {
+                ResourceConstraint::Eq(uid)
+                | ResourceConstraint::In(uid)
+                | ResourceConstraint::IsIn(_, uid) => Some(uid),
+                ResourceConstraint::Any | ResourceConstraint::Is(_) => None,
+            };
+            if let Some(uid) = principal_anchor {
+                index.by_principal.entry(uid).or_default().push(position);
+            } else if let Some(uid) = resource_anchor {
+                index.by_resource.entry(uid).or_default().push(position);
+            } else {
+                match policy.action_constraint() {
+                    ActionConstraint::Eq(uid) => {
+                        index.by_action.entry(uid).or_default().push(position)
+                    }
+                    ActionConstraint::In(groups) if !groups.is_empty() => {
+                        for group in groups {
+                            index.by_action.entry(group).or_default().push(position);
+                        }
+                    }
+                    ActionConstraint::In(_) | ActionConstraint::Any => {
+                        index.unanchored.push(position)
+                    }
+                }
+            }
+        }
+        index
+    }
+
+    /// The positions of the policies whose scope can match a request with
+    /// these parts, in policy-set order, each once. `entities` must hold the
+    /// request's own entities too, since they can add ancestors.
     pub(crate) fn candidates(
         &self,
-        all: &PolicySet,
         entities: &Entities,
         principal: &EntityUid,
         action: &EntityUid,
         resource: &EntityUid,
-    ) -> Option<Arc<PolicySet>> {
-        let key = (
-            action.clone(),
-            principal.type_name().clone(),
-            resource.type_name().clone(),
-        );
-        if let Some(found) = self.subsets.lock().ok()?.get(&key) {
-            return Some(Arc::clone(found));
-        }
-        let subset = Arc::new(Self::build(all, entities, &key)?);
-        if let Ok(mut subsets) = self.subsets.lock()
-            && subsets.len() < MAX_CACHED_SUBSETS
-        {
-            subsets.insert(key, Arc::clone(&subset));
-        }
-        Some(subset)
-    }
-
-    fn build(all: &PolicySet, entities: &Entities, key: &SubsetKey) -> Option<PolicySet> {
-        let (action, principal_type, resource_type) = key;
-        let mut subset = PolicySet::new();
-        for policy in all.policies() {
-            let fits = principal_type_of(policy).is_none_or(|t| t == *principal_type)
-                && resource_type_of(policy).is_none_or(|t| t == *resource_type)
-                && action_fits(&policy.action_constraint(), action, entities);
-            if !fits {
+    ) -> Vec<u32> {
+        let mut found = self.unanchored.clone();
+        for (buckets, uid) in [
+            (&self.by_principal, principal),
+            (&self.by_resource, resource),
+            (&self.by_action, action),
+        ] {
+            if buckets.is_empty() {
                 continue;
             }
-            match policy.template_id() {
-                None => subset.add(policy.clone()).ok()?,
-                Some(template_id) => {
-                    if subset.template(template_id).is_none() {
-                        subset
-                            .add_template(all.template(template_id)?.clone())
-                            .ok()?;
+            if let Some(bucket) = buckets.get(uid) {
+                found.extend_from_slice(bucket);
+            }
+            if let Some(ancestors) = entities.ancestors(uid) {
+                for ancestor in ancestors {
+                    if let Some(bucket) = buckets.get(ancestor) {
+                        found.extend_from_slice(bucket);
                     }
-                    let slots = policy.template_links()?;
-                    subset
-                        .link(template_id.clone(), policy.id().clone(), slots)
-                        .ok()?;
                 }
             }
         }
-        Some(subset)
+        found.sort_unstable();
+        // An action scope naming two groups of the same action files the
+        // policy twice.
+        found.dedup();
+        found
     }
-}
 
-/// The one principal type a scope allows; `None` for any (`in` reaches
-/// every type that can be a descendant).
-fn principal_type_of(policy: &Policy) -> Option<EntityTypeName> {
-    match policy.principal_constraint() {
-        PrincipalConstraint::Eq(uid) => Some(uid.type_name().clone()),
-        PrincipalConstraint::Is(type_name) | PrincipalConstraint::IsIn(type_name, _) => {
-            Some(type_name)
+    /// The ids of the policies at `positions`.
+    pub(crate) fn ids<'index>(
+        &'index self,
+        positions: &'index [u32],
+    ) -> impl Iterator<Item = &'index str> + 'index {
+        positions
+            .iter()
+            .filter_map(|position| self.policies.get(*position as usize))
+            .map(|entry| entry.id.as_str())
+    }
+
+    /// Every policy, for requests the index must not narrow.
+    pub(crate) fn all(&self) -> Vec<u32> {
+        (0..self.policies.len() as u32).collect()
+    }
+
+    /// Evaluates the policies at `positions` and combines them as Cedar's
+    /// authorizer does: any satisfied forbid denies and determines the
+    /// decision; otherwise any satisfied permit allows; otherwise deny with
+    /// no determining policy. A policy that errors is skipped and reported.
+    pub(crate) fn evaluate(
+        &self,
+        positions: &[u32],
+        request: ast::Request,
+        entities: &Entities,
+    ) -> Evaluation {
+        let evaluator = Evaluator::new(request, entities.as_ref(), Extensions::all_available());
+        let mut permits = Vec::new();
+        let mut forbids = Vec::new();
+        let mut errors = Vec::new();
+        for position in positions {
+            let Some(entry) = self.policies.get(*position as usize) else {
+                continue;
+            };
+            match evaluator.evaluate(&entry.policy) {
+                Ok(true) if entry.forbid => forbids.push(entry.id.clone()),
+                Ok(true) => permits.push(entry.id.clone()),
+                Ok(false) => {}
+                Err(err) => errors.push(PolicyError {
+                    policy_id: entry.id.clone(),
+                    message: err.to_string(),
+                }),
+            }
         }
-        PrincipalConstraint::Any | PrincipalConstraint::In(_) => None,
-    }
-}
-
-/// The one resource type a scope allows; `None` for any.
-fn resource_type_of(policy: &Policy) -> Option<EntityTypeName> {
-    match policy.resource_constraint() {
-        ResourceConstraint::Eq(uid) => Some(uid.type_name().clone()),
-        ResourceConstraint::Is(type_name) | ResourceConstraint::IsIn(type_name, _) => {
-            Some(type_name)
+        let (decision, mut determining_policies) = if !forbids.is_empty() {
+            (Decision::Deny, forbids)
+        } else if !permits.is_empty() {
+            (Decision::Allow, permits)
+        } else {
+            (Decision::Deny, Vec::new())
+        };
+        determining_policies.sort();
+        errors.sort();
+        Evaluation {
+            decision,
+            determining_policies,
+            errors,
         }
-        ResourceConstraint::Any | ResourceConstraint::In(_) => None,
-    }
-}
-
-/// Whether an action constraint can hold for `action`, given the action
-/// hierarchy in the bundle's entities.
-fn action_fits(constraint: &ActionConstraint, action: &EntityUid, entities: &Entities) -> bool {
-    match constraint {
-        ActionConstraint::Any => true,
-        ActionConstraint::Eq(expected) => expected == action,
-        ActionConstraint::In(groups) => groups.iter().any(|group| {
-            group == action
-                || entities
-                    .ancestors(action)
-                    .is_some_and(|mut ancestors| ancestors.any(|ancestor| ancestor == group))
-        }),
     }
 }
