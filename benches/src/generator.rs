@@ -14,7 +14,7 @@
 //! therefore shrinks as the bundle grows, as it does in real deployments.
 
 use cedar_edge_engine::{
-    Attributes, BundleFile, BundleSource, ContextInput, EntityUid, Request, Value,
+    Attributes, BundleFile, BundleSource, ContextInput, EntityInput, EntityUid, Request, Value,
 };
 use serde::Serialize;
 use serde_json::json;
@@ -367,4 +367,67 @@ pub fn request(tenants: usize, rng: &mut Rng) -> Request {
         context: ContextInput::Typed(context),
         entities: Vec::new(),
     }
+}
+
+/// A principal built from token claims, as the gateway does: a user the
+/// bundle does not hold, in one of a tenant's roles; and sometimes a
+/// freshly uploaded document too. Returns the request and the same
+/// entities in Cedar's JSON, for the plain reference.
+pub fn with_claims_entities(
+    mut request: Request,
+    n: usize,
+    rng: &mut Rng,
+) -> (Request, serde_json::Value) {
+    let tenant = request
+        .principal
+        .id
+        .split('-')
+        .next()
+        .unwrap_or("t0")
+        .to_owned();
+    let role = format!("{tenant}-r{}", rng.below(ROLES_PER_TENANT));
+    let level = rng.below(5) as i64;
+    let user = EntityUid::new("Saas::User", format!("claims-{n}"));
+    let mut json = vec![serde_json::json!({
+        "uid": {"type": "Saas::User", "id": user.id},
+        "attrs": {"tenant": {"__entity": {"type": "Saas::Tenant", "id": tenant}}, "level": level},
+        "parents": [{"type": "Saas::Role", "id": role}],
+    })];
+    request.entities.push(EntityInput {
+        uid: user.clone(),
+        attrs: Attributes::from_fields([
+            (
+                "tenant".to_owned(),
+                Value::Entity(EntityUid::new("Saas::Tenant", tenant.clone())),
+            ),
+            ("level".to_owned(), Value::Long(level)),
+        ]),
+        parents: vec![EntityUid::new("Saas::Role", role)],
+    });
+    request.principal = user;
+    if rng.below(2) == 0 {
+        let folder = format!("{tenant}-f{}", rng.below(FOLDERS_PER_TENANT));
+        let (public, level) = (rng.below(2) == 0, rng.below(5) as i64);
+        let doc = EntityUid::new("Saas::Doc", format!("upload-{n}"));
+        json.push(serde_json::json!({
+            "uid": {"type": "Saas::Doc", "id": doc.id},
+            "attrs": {"tenant": {"__entity": {"type": "Saas::Tenant", "id": tenant}},
+                      "public": public, "level": level},
+            "parents": [{"type": "Saas::Folder", "id": folder}],
+        }));
+        request.entities.push(EntityInput {
+            uid: doc.clone(),
+            attrs: Attributes::from_fields([
+                (
+                    "tenant".to_owned(),
+                    Value::Entity(EntityUid::new("Saas::Tenant", tenant)),
+                ),
+                ("public".to_owned(), Value::Bool(public)),
+                ("level".to_owned(), Value::Long(level)),
+            ]),
+            parents: vec![EntityUid::new("Saas::Folder", folder)],
+        });
+        request.resource = doc;
+    }
+    (request, serde_json::Value::Array(json))
 }

@@ -4,6 +4,7 @@
 pub mod generator;
 
 use std::path::Path;
+use std::str::FromStr;
 
 use cedar_edge_engine::{
     Attributes, BundleSource, ContextInput, EntityUid, ExtensionKind, Request, Value,
@@ -48,3 +49,75 @@ pub fn typed_context() -> ContextInput {
 /// The same context as the JSON a host would receive.
 pub const CONTEXT_JSON: &str =
     r#"{"mfa": true, "source_ip": "10.20.30.40", "token_age_seconds": 120}"#;
+
+/// A request exactly as plain cedar-policy takes it: uids parsed, context
+/// built from the typed values and checked against the bundle's schema.
+/// Covers the scalar context values the benchmark requests use.
+pub fn plain_request(
+    bundle: &cedar_edge_engine::Bundle,
+    request: &Request,
+) -> Result<cedar_policy::Request, String> {
+    use cedar_edge_engine::ValueNode;
+    use cedar_policy::RestrictedExpression;
+    let uid = |uid: &EntityUid| {
+        cedar_policy::EntityUid::from_str(&uid.to_string()).map_err(|err| err.to_string())
+    };
+    let ContextInput::Typed(attributes) = &request.context else {
+        return Err("plain requests are built from typed contexts".to_owned());
+    };
+    let pairs = attributes
+        .fields
+        .iter()
+        .map(|(name, index)| {
+            let value = match attributes.nodes.get(*index as usize) {
+                Some(ValueNode::Long(n)) => RestrictedExpression::new_long(*n),
+                Some(ValueNode::Bool(b)) => RestrictedExpression::new_bool(*b),
+                Some(ValueNode::String(s)) => RestrictedExpression::new_string(s.clone()),
+                other => return Err(format!("context field `{name}` holds {other:?}")),
+            };
+            Ok((name.clone(), value))
+        })
+        .collect::<Result<Vec<_>, String>>()?;
+    let context = cedar_policy::Context::from_pairs(pairs).map_err(|err| err.to_string())?;
+    cedar_policy::Request::new(
+        uid(&request.principal)?,
+        uid(&request.action)?,
+        uid(&request.resource)?,
+        context,
+        bundle.schema(),
+    )
+    .map_err(|err| err.to_string())
+}
+
+/// Plain cedar-policy's answer over the bundle's whole policy set and the
+/// given entities: whether it allows, the determining policies and the
+/// policies that erred, sorted.
+pub fn plain_answer(
+    bundle: &cedar_edge_engine::Bundle,
+    entities: &cedar_policy::Entities,
+    request: &cedar_policy::Request,
+) -> (bool, Vec<String>, Vec<String>) {
+    let answer =
+        cedar_policy::Authorizer::new().is_authorized(request, bundle.policies(), entities);
+    let mut reasons: Vec<String> = answer
+        .diagnostics()
+        .reason()
+        .map(ToString::to_string)
+        .collect();
+    reasons.sort();
+    let mut errors: Vec<String> = answer
+        .diagnostics()
+        .errors()
+        .map(
+            |cedar_policy::AuthorizationError::PolicyEvaluationError(err)| {
+                err.policy_id().to_string()
+            },
+        )
+        .collect();
+    errors.sort();
+    (
+        answer.decision() == cedar_policy::Decision::Allow,
+        reasons,
+        errors,
+    )
+}

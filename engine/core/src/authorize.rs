@@ -1,20 +1,42 @@
 //! Deciding a request against a loaded bundle.
 
-use std::borrow::Cow;
-
 use cedar_policy::{Context, Entities};
-use cedar_policy_core::ast;
+use cedar_policy_core::ast::{self, EntityUID, PartialValue};
+use cedar_policy_core::entities::Entities as CoreEntities;
 
 use crate::bundle::Bundle;
+use crate::index::store_ancestors;
 use crate::request::{
     NodeBudget, Request, RequestError, cedar_entity, cedar_fields, cedar_uid, check_json_context,
 };
 use crate::response::Response;
 
+/// The entity store a request is decided against.
+enum Store<'bundle> {
+    /// The bundle's own: the request brought no entities.
+    Bundle(&'bundle CoreEntities),
+    /// The request's entities and what they and the request reach (see
+    /// `slice`).
+    Slice(CoreEntities),
+    /// The request's entities joined to a copy of the whole store, for the
+    /// rare requests that change the store's own hierarchy.
+    Joined(Entities),
+}
+
+impl Store<'_> {
+    fn get(&self) -> &CoreEntities {
+        match self {
+            Self::Bundle(store) => store,
+            Self::Slice(store) => store,
+            Self::Joined(store) => store.as_ref(),
+        }
+    }
+}
+
 /// A request turned into Cedar's terms, with the policies that can apply.
 struct Prepared<'bundle> {
     request: cedar_policy::Request,
-    entities: Cow<'bundle, Entities>,
+    store: Store<'bundle>,
     candidates: Vec<u32>,
 }
 
@@ -27,7 +49,7 @@ impl Bundle {
         let evaluation = self.index.evaluate(
             &prepared.candidates,
             core_request.clone(),
-            &prepared.entities,
+            prepared.store.get(),
         );
         Ok(Response {
             decision: evaluation.decision,
@@ -68,31 +90,80 @@ impl Bundle {
                     .map_err(|err| RequestError::invalid("context", err))?
             }
         };
-
-        let entities = self.entities_with(request, &mut budget)?;
+        let own = self.own_entities(request, &mut budget)?;
         let cedar_request =
             cedar_policy::Request::new(principal, action, resource, context, self.schema.as_ref())
                 .map_err(|err| RequestError::invalid("request", err))?;
-        // Request entities that are actions could change the action
-        // hierarchy the index files policies under; such requests see every
-        // policy.
-        let adds_actions = request.entities.iter().any(|entity| {
-            entity.uid.type_name == "Action" || entity.uid.type_name.ends_with("::Action")
-        });
-        let candidates = match (
-            adds_actions,
+        let (Some(principal), Some(action), Some(resource)) = (
             cedar_request.principal(),
             cedar_request.action(),
             cedar_request.resource(),
-        ) {
-            (false, Some(principal), Some(action), Some(resource)) => self
-                .index
-                .candidates(&entities, principal, action, resource),
-            _ => self.index.all(),
+        ) else {
+            return Err(RequestError::invalid(
+                "request",
+                "principal, action and resource must all be known",
+            ));
         };
+        let (principal, action, resource): (&EntityUID, &EntityUID, &EntityUID) =
+            (principal.as_ref(), action.as_ref(), resource.as_ref());
+
+        let Some(own) = own else {
+            let store = self.entities.as_ref();
+            let candidates = self.index.candidates(
+                &|uid, found| store_ancestors(store, uid, found),
+                principal,
+                action,
+                resource,
+            );
+            return Ok(Prepared {
+                request: cedar_request,
+                store: Store::Bundle(store),
+                candidates,
+            });
+        };
+
+        // Request entities that are actions could change the action
+        // hierarchy the index files policies under; such requests, and those
+        // whose entities would change the store's hierarchy, are joined the
+        // plain way and see every policy.
+        let adds_actions = own
+            .iter()
+            .any(|entity| entity.uid().type_name().basename() == "Action");
+        let completed = if adds_actions {
+            None
+        } else {
+            self.graph.own_entities(own.as_ref())
+        };
+        let Some(completed) = completed else {
+            let joined = self
+                .entities
+                .clone()
+                .add_entities(own, self.schema.as_ref())
+                .map_err(|err| RequestError::invalid("entities", err))?;
+            return Ok(Prepared {
+                request: cedar_request,
+                store: Store::Joined(joined),
+                candidates: self.index.all(),
+            });
+        };
+        let candidates = self.index.candidates(
+            &|uid, found| self.graph.for_each_ancestor(&completed, uid, found),
+            principal,
+            action,
+            resource,
+        );
+        let core_request: &ast::Request = cedar_request.as_ref();
+        let context = core_request.context().cloned().map(PartialValue::from);
+        let roots = [principal, action, resource]
+            .into_iter()
+            .chain(self.index.written_uids(&candidates));
+        let slice = self
+            .graph
+            .slice(&completed, roots, context.as_ref())
+            .map_err(|err| RequestError::invalid("entities", err))?;
         Ok(Prepared {
             request: cedar_request,
-            entities,
+            store: Store::Slice(slice),
             candidates,
         })
     }
@@ -105,26 +176,25 @@ impl Bundle {
             .collect()
     }
 
-    /// The bundle's entities, joined by the request's own when it has any.
-    /// Only then is the store copied: its entries are shared, not deep-cloned.
-    fn entities_with(
+    /// The request's own entities, checked against the schema and with
+    /// their hierarchy among themselves computed; `None` when it has none.
+    fn own_entities(
         &self,
         request: &Request,
         budget: &mut NodeBudget,
-    ) -> Result<Cow<'_, Entities>, RequestError> {
+    ) -> Result<Option<Entities>, RequestError> {
         if request.entities.is_empty() {
-            return Ok(Cow::Borrowed(&self.entities));
+            return Ok(None);
         }
-        let extra = request
+        let own = request
             .entities
             .iter()
             .enumerate()
             .map(|(position, entity)| cedar_entity(entity, position, &self.limits, budget))
             .collect::<Result<Vec<_>, _>>()?;
-        self.entities
-            .clone()
-            .add_entities(extra, self.schema.as_ref())
-            .map(Cow::Owned)
+        Entities::empty()
+            .add_entities(own, self.schema.as_ref())
+            .map(Some)
             .map_err(|err| RequestError::invalid("entities", err))
     }
 }

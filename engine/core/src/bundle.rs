@@ -200,6 +200,7 @@ pub struct Bundle {
     pub(crate) schema: Option<Schema>,
     pub(crate) entities: Entities,
     pub(crate) index: crate::index::PolicyIndex,
+    pub(crate) graph: crate::slice::EntityGraph,
     pub(crate) limits: RequestLimits,
     policy_ids: Vec<String>,
     /// Policy or template id → the bundle file it was written in.
@@ -241,11 +242,14 @@ impl Bundle {
             policy_files.insert(policy.id().to_string(), TEMPLATE_LINKS_FILE.to_owned());
         }
         let index = crate::index::PolicyIndex::new(&policies);
+        let entities = entities.unwrap_or_else(Entities::empty);
+        let graph = crate::slice::EntityGraph::new(entities.as_ref());
         Ok(Self {
             id: source.content_hash(),
             policies,
             schema,
-            entities: entities.unwrap_or_else(Entities::empty),
+            entities,
+            graph,
             index,
             limits,
             policy_ids,

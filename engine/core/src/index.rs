@@ -23,10 +23,9 @@
 use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
 
-use cedar_policy::{
-    ActionConstraint, Entities, EntityUid, PolicySet, PrincipalConstraint, ResourceConstraint,
-};
-use cedar_policy_core::ast;
+use cedar_policy::{ActionConstraint, PolicySet, PrincipalConstraint, ResourceConstraint};
+use cedar_policy_core::ast::{self, EntityUID};
+use cedar_policy_core::entities::{Dereference, Entities};
 use cedar_policy_core::evaluator::Evaluator;
 use cedar_policy_core::extensions::Extensions;
 
@@ -58,7 +57,7 @@ impl Hasher for Fnv {
     }
 }
 
-type Buckets = HashMap<EntityUid, Vec<u32>, BuildHasherDefault<Fnv>>;
+type Buckets = HashMap<EntityUID, Vec<u32>, BuildHasherDefault<Fnv>>;
 
 /// One policy, ready for Cedar's evaluator.
 #[derive(Debug)]
@@ -66,6 +65,27 @@ struct IndexedPolicy {
     id: String,
     forbid: bool,
     policy: ast::Policy,
+    /// The entity uids written in it, which an evaluation may look up.
+    written_uids: Vec<EntityUID>,
+}
+
+/// Calls the callback with every ancestor of a uid, from whichever entity
+/// store the request is decided against.
+pub(crate) type AncestorLookup<'a> = &'a dyn Fn(&EntityUID, &mut dyn FnMut(&EntityUID));
+
+/// The ancestors of `uid` in `store`.
+pub(crate) fn store_ancestors(
+    store: &Entities,
+    uid: &EntityUID,
+    found: &mut dyn FnMut(&EntityUID),
+) {
+    if let Dereference::Data(entity) = store.entity(uid) {
+        entity.ancestors().for_each(found);
+    }
+}
+
+fn core_uid(uid: cedar_policy::EntityUid) -> EntityUID {
+    AsRef::<EntityUID>::as_ref(&uid).clone()
 }
 
 /// A bundle's policies, filed by the entity their scope is anchored to.
@@ -92,21 +112,23 @@ impl PolicyIndex {
         let mut index = Self::default();
         for policy in all.policies() {
             let position = index.policies.len() as u32;
+            let core_policy = AsRef::<ast::Policy>::as_ref(policy).clone();
             index.policies.push(IndexedPolicy {
                 id: policy.id().to_string(),
                 forbid: policy.effect() == cedar_policy::Effect::Forbid,
-                policy: AsRef::<ast::Policy>::as_ref(policy).clone(),
+                written_uids: crate::slice::uids_written_in(&core_policy.condition()),
+                policy: core_policy,
             });
             let principal_anchor = match policy.principal_constraint() {
                 PrincipalConstraint::Eq(uid)
                 | PrincipalConstraint::In(uid)
-                | PrincipalConstraint::IsIn(_, uid) => Some(uid),
+                | PrincipalConstraint::IsIn(_, uid) => Some(core_uid(uid)),
                 PrincipalConstraint::Any | PrincipalConstraint::Is(_) => None,
             };
             let resource_anchor = match policy.resource_constraint() {
                 ResourceConstraint::Eq(uid)
                 | ResourceConstraint::In(uid)
-                | ResourceConstraint::IsIn(_, uid) => Some(uid),
+                | ResourceConstraint::IsIn(_, uid) => Some(core_uid(uid)),
                 ResourceConstraint::Any | ResourceConstraint::Is(_) => None,
             };
             if let Some(uid) = principal_anchor {
@@ -115,12 +137,18 @@ impl PolicyIndex {
                 index.by_resource.entry(uid).or_default().push(position);
             } else {
                 match policy.action_constraint() {
-                    ActionConstraint::Eq(uid) => {
-                        index.by_action.entry(uid).or_default().push(position)
-                    }
+                    ActionConstraint::Eq(uid) => index
+                        .by_action
+                        .entry(core_uid(uid))
+                        .or_default()
+                        .push(position),
                     ActionConstraint::In(groups) if !groups.is_empty() => {
                         for group in groups {
-                            index.by_action.entry(group).or_default().push(position);
+                            index
+                                .by_action
+                                .entry(core_uid(group))
+                                .or_default()
+                                .push(position);
                         }
                     }
                     ActionConstraint::In(_) | ActionConstraint::Any => {
@@ -133,14 +161,14 @@ impl PolicyIndex {
     }
 
     /// The positions of the policies whose scope can match a request with
-    /// these parts, in policy-set order, each once. `entities` must hold the
-    /// request's own entities too, since they can add ancestors.
+    /// these parts, in policy-set order, each once. `ancestors` must know
+    /// the request's own entities too, since they can add ancestors.
     pub(crate) fn candidates(
         &self,
-        entities: &Entities,
-        principal: &EntityUid,
-        action: &EntityUid,
-        resource: &EntityUid,
+        ancestors: AncestorLookup<'_>,
+        principal: &EntityUID,
+        action: &EntityUID,
+        resource: &EntityUID,
     ) -> Vec<u32> {
         let mut found = self.unanchored.clone();
         for (buckets, uid) in [
@@ -154,13 +182,11 @@ impl PolicyIndex {
             if let Some(bucket) = buckets.get(uid) {
                 found.extend_from_slice(bucket);
             }
-            if let Some(ancestors) = entities.ancestors(uid) {
-                for ancestor in ancestors {
-                    if let Some(bucket) = buckets.get(ancestor) {
-                        found.extend_from_slice(bucket);
-                    }
+            ancestors(uid, &mut |ancestor| {
+                if let Some(bucket) = buckets.get(ancestor) {
+                    found.extend_from_slice(bucket);
                 }
-            }
+            });
         }
         found.sort_unstable();
         // An action scope naming two groups of the same action files the
@@ -180,6 +206,17 @@ impl PolicyIndex {
             .map(|entry| entry.id.as_str())
     }
 
+    /// The entity uids written in the policies at `positions`.
+    pub(crate) fn written_uids<'index>(
+        &'index self,
+        positions: &'index [u32],
+    ) -> impl Iterator<Item = &'index EntityUID> + 'index {
+        positions
+            .iter()
+            .filter_map(|position| self.policies.get(*position as usize))
+            .flat_map(|entry| entry.written_uids.iter())
+    }
+
     /// Every policy, for requests the index must not narrow.
     pub(crate) fn all(&self) -> Vec<u32> {
         (0..self.policies.len() as u32).collect()
@@ -195,7 +232,7 @@ impl PolicyIndex {
         request: ast::Request,
         entities: &Entities,
     ) -> Evaluation {
-        let evaluator = Evaluator::new(request, entities.as_ref(), Extensions::all_available());
+        let evaluator = Evaluator::new(request, entities, Extensions::all_available());
         let mut permits = Vec::new();
         let mut forbids = Vec::new();
         let mut errors = Vec::new();

@@ -13,6 +13,7 @@ mod diagnostic;
 mod index;
 mod request;
 mod response;
+mod slice;
 mod value;
 
 pub use bundle::{Bundle, BundleFile, BundleReadError, BundleSource, LoadError};

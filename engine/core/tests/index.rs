@@ -159,3 +159,86 @@ fn indexed_answers_equal_full_evaluation_everywhere() {
     }
     assert!(errors_seen > 0, "no evaluation error was exercised");
 }
+
+/// A request entity that the store already names as a parent changes the
+/// store's own hierarchy: here it puts `ann` in `Org::"acme"`. Such requests
+/// must be joined to the whole store, as plain Cedar does, not sliced.
+#[test]
+fn request_entities_that_reparent_the_store_are_joined_in_full() {
+    let source = BundleSource {
+        policies: vec![file(
+            "p.cedar",
+            r#"@id("org-members") permit (principal in Org::"acme", action, resource);"#,
+        )],
+        schema: None,
+        entities: Some(file(
+            "entities.json",
+            r#"[{"uid": {"type": "User", "id": "ann"}, "attrs": {}, "parents": [{"type": "Team", "id": "ghost"}]},
+                {"uid": {"type": "Doc", "id": "memo"}, "attrs": {}, "parents": []}]"#,
+        )),
+        template_links: None,
+        prepared_schema_json: None,
+    };
+    let bundle = Bundle::load(&source, RequestLimits::default()).unwrap();
+    let mut request = Request {
+        principal: EntityUid::new("User", "ann"),
+        action: EntityUid::new("Action", "read"),
+        resource: EntityUid::new("Doc", "memo"),
+        context: ContextInput::Json("{}".into()),
+        entities: Vec::new(),
+    };
+    assert!(!bundle.authorize(&request).unwrap().is_allowed());
+    request.entities.push(cedar_edge_engine::EntityInput {
+        uid: EntityUid::new("Team", "ghost"),
+        attrs: cedar_edge_engine::Attributes::default(),
+        parents: vec![EntityUid::new("Org", "acme")],
+    });
+    let answer = bundle.authorize(&request).unwrap();
+    assert!(answer.is_allowed(), "{answer:?}");
+    assert_eq!(answer.determining_policies, ["org-members"]);
+}
+
+/// A request entity inherits its parents' ancestors from the store: a user
+/// built from claims in team `core` is in `Org::"acme"` because the store
+/// puts `core` there.
+#[test]
+fn request_entities_inherit_the_store_hierarchy() {
+    let source = BundleSource {
+        policies: vec![file(
+            "p.cedar",
+            r#"@id("org-members") permit (principal in Org::"acme", action, resource)
+                 when { principal.boss.level > 1 };"#,
+        )],
+        schema: None,
+        entities: Some(file(
+            "entities.json",
+            r#"[{"uid": {"type": "Team", "id": "core"}, "attrs": {}, "parents": [{"type": "Org", "id": "acme"}]},
+                {"uid": {"type": "User", "id": "boss"}, "attrs": {"level": 3}, "parents": []},
+                {"uid": {"type": "Doc", "id": "memo"}, "attrs": {}, "parents": []}]"#,
+        )),
+        template_links: None,
+        prepared_schema_json: None,
+    };
+    let bundle = Bundle::load(&source, RequestLimits::default()).unwrap();
+    let claims_user = |parent: &str| cedar_edge_engine::EntityInput {
+        uid: EntityUid::new("User", "from-claims"),
+        attrs: cedar_edge_engine::Attributes::from_fields([(
+            "boss".to_owned(),
+            cedar_edge_engine::Value::Entity(EntityUid::new("User", "boss")),
+        )]),
+        parents: vec![EntityUid::new("Team", parent)],
+    };
+    let request = |parent: &str| Request {
+        principal: EntityUid::new("User", "from-claims"),
+        action: EntityUid::new("Action", "read"),
+        resource: EntityUid::new("Doc", "memo"),
+        context: ContextInput::Json("{}".into()),
+        entities: vec![claims_user(parent)],
+    };
+    // `boss` is reached only through the request entity's attribute.
+    let answer = bundle.authorize(&request("core")).unwrap();
+    assert!(answer.is_allowed(), "{answer:?}");
+    assert!(answer.errors.is_empty(), "{answer:?}");
+    let answer = bundle.authorize(&request("elsewhere")).unwrap();
+    assert!(!answer.is_allowed(), "{answer:?}");
+}
