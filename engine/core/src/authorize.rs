@@ -2,10 +2,10 @@
 
 use cedar_policy::{Context, Entities};
 use cedar_policy_core::ast::{self, EntityUID, PartialValue};
-use cedar_policy_core::entities::Entities as CoreEntities;
+use cedar_policy_core::entities::{Dereference, Entities as CoreEntities};
 
 use crate::bundle::Bundle;
-use crate::index::store_ancestors;
+use crate::index::{Parties, Party};
 use crate::request::{
     NodeBudget, Request, RequestError, cedar_entity, cedar_fields, cedar_uid, check_json_context,
 };
@@ -33,11 +33,42 @@ impl Store<'_> {
     }
 }
 
-/// A request turned into Cedar's terms, with the policies that can apply.
+/// A request turned into Cedar's terms, with the policies whose scope
+/// matches it.
 struct Prepared<'bundle> {
     request: cedar_policy::Request,
     store: Store<'bundle>,
-    candidates: Vec<u32>,
+    applicable: Vec<u32>,
+}
+
+/// The request's parties, with their entities as `entity` finds them.
+fn parties<'a>(
+    principal: &'a EntityUID,
+    action: &'a EntityUID,
+    resource: &'a EntityUID,
+    entity: impl Fn(&'a EntityUID) -> Option<&'a ast::Entity>,
+) -> Parties<'a> {
+    Parties {
+        principal: Party {
+            uid: principal,
+            entity: entity(principal),
+        },
+        action: Party {
+            uid: action,
+            entity: entity(action),
+        },
+        resource: Party {
+            uid: resource,
+            entity: entity(resource),
+        },
+    }
+}
+
+fn in_store<'a>(store: &'a CoreEntities, uid: &EntityUID) -> Option<&'a ast::Entity> {
+    match store.entity(uid) {
+        Dereference::Data(entity) => Some(entity),
+        Dereference::NoSuchEntity | Dereference::Residual(_) => None,
+    }
 }
 
 impl Bundle {
@@ -47,7 +78,7 @@ impl Bundle {
         let prepared = self.prepare(request)?;
         let core_request: &ast::Request = prepared.request.as_ref();
         let evaluation = self.index.evaluate(
-            &prepared.candidates,
+            &prepared.applicable,
             core_request.clone(),
             prepared.store.get(),
         );
@@ -59,13 +90,13 @@ impl Bundle {
         })
     }
 
-    /// The ids of the policies whose scope can match `request`: the only
-    /// ones [`Bundle::authorize`] evaluates. Sorted.
+    /// The ids of the policies whose scope matches `request`: the only ones
+    /// whose conditions [`Bundle::authorize`] evaluates. Sorted.
     pub fn candidate_policies(&self, request: &Request) -> Result<Vec<String>, RequestError> {
         let prepared = self.prepare(request)?;
         let mut ids: Vec<String> = self
             .index
-            .ids(&prepared.candidates)
+            .ids(&prepared.applicable)
             .map(str::to_owned)
             .collect();
         ids.sort();
@@ -109,16 +140,12 @@ impl Bundle {
 
         let Some(own) = own else {
             let store = self.entities.as_ref();
-            let candidates = self.index.candidates(
-                &|uid, found| store_ancestors(store, uid, found),
-                principal,
-                action,
-                resource,
-            );
+            let parties = parties(principal, action, resource, |uid| in_store(store, uid));
+            let candidates = self.index.candidates(&parties);
             return Ok(Prepared {
+                applicable: self.index.applicable(&candidates, &parties),
                 request: cedar_request,
                 store: Store::Bundle(store),
-                candidates,
             });
         };
 
@@ -140,31 +167,35 @@ impl Bundle {
                 .clone()
                 .add_entities(own, self.schema.as_ref())
                 .map_err(|err| RequestError::invalid("entities", err))?;
+            let parties = parties(principal, action, resource, |uid| {
+                in_store(joined.as_ref(), uid)
+            });
+            let applicable = self.index.applicable(&self.index.all(), &parties);
             return Ok(Prepared {
+                applicable,
                 request: cedar_request,
                 store: Store::Joined(joined),
-                candidates: self.index.all(),
             });
         };
-        let candidates = self.index.candidates(
-            &|uid, found| self.graph.for_each_ancestor(&completed, uid, found),
-            principal,
-            action,
-            resource,
-        );
+        let parties = parties(principal, action, resource, |uid| {
+            self.graph.entity(&completed, uid)
+        });
+        let applicable = self
+            .index
+            .applicable(&self.index.candidates(&parties), &parties);
         let core_request: &ast::Request = cedar_request.as_ref();
         let context = core_request.context().cloned().map(PartialValue::from);
         let roots = [principal, action, resource]
             .into_iter()
-            .chain(self.index.written_uids(&candidates));
+            .chain(self.index.written_uids(&applicable));
         let slice = self
             .graph
             .slice(&completed, roots, context.as_ref())
             .map_err(|err| RequestError::invalid("entities", err))?;
         Ok(Prepared {
+            applicable,
             request: cedar_request,
             store: Store::Slice(slice),
-            candidates,
         })
     }
 

@@ -1,11 +1,11 @@
-//! Which policies can apply to a request, decided from their scopes alone,
-//! and the evaluation of just those.
+//! Which policies can apply to a request, decided from their scopes, and
+//! the evaluation of just those.
 //!
 //! Cedar evaluates a policy's scope before its conditions and stops at the
-//! first part that is false, so a policy whose scope cannot match a request
-//! is false for it and never raises an error. Leaving such policies out
-//! therefore changes neither the decision nor the determining policies nor
-//! the errors; it only saves their evaluation.
+//! first part that is false, so a policy whose scope does not match a
+//! request is false for it and never raises an error. Leaving such policies
+//! out therefore changes neither the decision nor the determining policies
+//! nor the errors; it only saves their evaluation.
 //!
 //! Each policy is filed once, under the entity its scope is anchored to:
 //! the uid in its principal scope (`==`, `in`, `is … in`), else the uid in
@@ -16,16 +16,19 @@
 //! the action's groups. The cost of a request so depends on how many
 //! policies are anchored near it, not on the size of the bundle.
 //!
-//! The candidates are then evaluated one by one with Cedar's own evaluator
-//! (the rest of Cedar's authorizer is the simple combination below), so
-//! that no policy set has to be built per request.
+//! Each candidate's scope is then checked here, with the same rules as
+//! Cedar's (`==` is equality, `in` is equality or membership in the
+//! entity's ancestor set, `is` compares the type; a scope cannot err), and
+//! only the `when`/`unless` body of a policy whose scope matches goes to
+//! Cedar's own evaluator. Combining the results is the simple rule of
+//! Cedar's authorizer, in [`PolicyIndex::evaluate`].
 
 use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
 
 use cedar_policy::{ActionConstraint, PolicySet, PrincipalConstraint, ResourceConstraint};
-use cedar_policy_core::ast::{self, EntityUID};
-use cedar_policy_core::entities::{Dereference, Entities};
+use cedar_policy_core::ast::{self, EntityType, EntityUID};
+use cedar_policy_core::entities::Entities;
 use cedar_policy_core::evaluator::Evaluator;
 use cedar_policy_core::extensions::Extensions;
 
@@ -59,33 +62,130 @@ impl Hasher for Fnv {
 
 type Buckets = HashMap<EntityUID, Vec<u32>, BuildHasherDefault<Fnv>>;
 
-/// One policy, ready for Cedar's evaluator.
+/// A principal or resource scope, slots already filled by the link.
+#[derive(Debug)]
+enum Scope {
+    Any,
+    Eq(EntityUID),
+    In(EntityUID),
+    Is(EntityType),
+    IsIn(EntityType, EntityUID),
+}
+
+impl Scope {
+    fn anchor(&self) -> Option<&EntityUID> {
+        match self {
+            Self::Eq(uid) | Self::In(uid) | Self::IsIn(_, uid) => Some(uid),
+            Self::Any | Self::Is(_) => None,
+        }
+    }
+
+    fn matches(&self, party: &Party<'_>) -> bool {
+        match self {
+            Self::Any => true,
+            Self::Eq(uid) => party.uid == uid,
+            Self::In(group) => party.is_in(group),
+            Self::Is(entity_type) => party.uid.entity_type() == entity_type,
+            Self::IsIn(entity_type, group) => {
+                party.uid.entity_type() == entity_type && party.is_in(group)
+            }
+        }
+    }
+}
+
+impl From<PrincipalConstraint> for Scope {
+    fn from(constraint: PrincipalConstraint) -> Self {
+        match constraint {
+            PrincipalConstraint::Any => Self::Any,
+            PrincipalConstraint::Eq(uid) => Self::Eq(core_uid(&uid)),
+            PrincipalConstraint::In(uid) => Self::In(core_uid(&uid)),
+            PrincipalConstraint::Is(t) => Self::Is(core_type(&t)),
+            PrincipalConstraint::IsIn(t, uid) => Self::IsIn(core_type(&t), core_uid(&uid)),
+        }
+    }
+}
+
+impl From<ResourceConstraint> for Scope {
+    fn from(constraint: ResourceConstraint) -> Self {
+        match constraint {
+            ResourceConstraint::Any => Self::Any,
+            ResourceConstraint::Eq(uid) => Self::Eq(core_uid(&uid)),
+            ResourceConstraint::In(uid) => Self::In(core_uid(&uid)),
+            ResourceConstraint::Is(t) => Self::Is(core_type(&t)),
+            ResourceConstraint::IsIn(t, uid) => Self::IsIn(core_type(&t), core_uid(&uid)),
+        }
+    }
+}
+
+/// An action scope.
+#[derive(Debug)]
+enum ActionScope {
+    Any,
+    Eq(EntityUID),
+    In(Vec<EntityUID>),
+}
+
+impl ActionScope {
+    fn matches(&self, action: &Party<'_>) -> bool {
+        match self {
+            Self::Any => true,
+            Self::Eq(uid) => action.uid == uid,
+            Self::In(groups) => groups.iter().any(|group| action.is_in(group)),
+        }
+    }
+}
+
+fn core_uid(uid: &cedar_policy::EntityUid) -> EntityUID {
+    AsRef::<EntityUID>::as_ref(uid).clone()
+}
+
+fn core_type(entity_type: &cedar_policy::EntityTypeName) -> EntityType {
+    AsRef::<EntityType>::as_ref(entity_type).clone()
+}
+
+/// One policy, ready to be checked and evaluated.
 #[derive(Debug)]
 struct IndexedPolicy {
     id: String,
     forbid: bool,
+    principal: Scope,
+    action: ActionScope,
+    resource: Scope,
+    /// The whole policy, for Cedar's own evaluation in the one case the
+    /// body alone cannot answer exactly (a body that is not a bool).
     policy: ast::Policy,
-    /// The entity uids written in it, which an evaluation may look up.
+    /// The `when`/`unless` conditions as one expression; `None` if none.
+    body: Option<ast::Expr>,
+    /// The entity uids written in the conditions, which an evaluation may
+    /// look up.
     written_uids: Vec<EntityUID>,
 }
 
-/// Calls the callback with every ancestor of a uid, from whichever entity
-/// store the request is decided against.
-pub(crate) type AncestorLookup<'a> = &'a dyn Fn(&EntityUID, &mut dyn FnMut(&EntityUID));
+/// A request's principal, action or resource, with its entity when the
+/// store the request is decided against holds one.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Party<'a> {
+    pub uid: &'a EntityUID,
+    pub entity: Option<&'a ast::Entity>,
+}
 
-/// The ancestors of `uid` in `store`.
-pub(crate) fn store_ancestors(
-    store: &Entities,
-    uid: &EntityUID,
-    found: &mut dyn FnMut(&EntityUID),
-) {
-    if let Dereference::Data(entity) = store.entity(uid) {
-        entity.ancestors().for_each(found);
+impl Party<'_> {
+    /// Cedar's `in`: the same entity, or one of its ancestors. An entity the
+    /// store does not hold has no ancestors.
+    fn is_in(&self, group: &EntityUID) -> bool {
+        self.uid == group
+            || self
+                .entity
+                .is_some_and(|entity| entity.is_descendant_of(group))
     }
 }
 
-fn core_uid(uid: cedar_policy::EntityUid) -> EntityUID {
-    AsRef::<EntityUID>::as_ref(&uid).clone()
+/// The three parties of a request.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Parties<'a> {
+    pub principal: Party<'a>,
+    pub action: Party<'a>,
+    pub resource: Party<'a>,
 }
 
 /// A bundle's policies, filed by the entity their scope is anchored to.
@@ -113,86 +213,104 @@ impl PolicyIndex {
         for policy in all.policies() {
             let position = index.policies.len() as u32;
             let core_policy = AsRef::<ast::Policy>::as_ref(policy).clone();
-            index.policies.push(IndexedPolicy {
+            let body = core_policy.non_scope_constraints().cloned();
+            let action = match policy.action_constraint() {
+                ActionConstraint::Any => ActionScope::Any,
+                ActionConstraint::Eq(uid) => ActionScope::Eq(core_uid(&uid)),
+                ActionConstraint::In(groups) => {
+                    ActionScope::In(groups.iter().map(core_uid).collect())
+                }
+            };
+            let entry = IndexedPolicy {
                 id: policy.id().to_string(),
                 forbid: policy.effect() == cedar_policy::Effect::Forbid,
-                written_uids: crate::slice::uids_written_in(&core_policy.condition()),
+                principal: policy.principal_constraint().into(),
+                action,
+                resource: policy.resource_constraint().into(),
+                written_uids: body
+                    .as_ref()
+                    .map(crate::slice::uids_written_in)
+                    .unwrap_or_default(),
+                body,
                 policy: core_policy,
-            });
-            let principal_anchor = match policy.principal_constraint() {
-                PrincipalConstraint::Eq(uid)
-                | PrincipalConstraint::In(uid)
-                | PrincipalConstraint::IsIn(_, uid) => Some(core_uid(uid)),
-                PrincipalConstraint::Any | PrincipalConstraint::Is(_) => None,
             };
-            let resource_anchor = match policy.resource_constraint() {
-                ResourceConstraint::Eq(uid)
-                | ResourceConstraint::In(uid)
-                | ResourceConstraint::IsIn(_, uid) => Some(core_uid(uid)),
-                ResourceConstraint::Any | ResourceConstraint::Is(_) => None,
-            };
-            if let Some(uid) = principal_anchor {
-                index.by_principal.entry(uid).or_default().push(position);
-            } else if let Some(uid) = resource_anchor {
-                index.by_resource.entry(uid).or_default().push(position);
+            if let Some(uid) = entry.principal.anchor() {
+                index
+                    .by_principal
+                    .entry(uid.clone())
+                    .or_default()
+                    .push(position);
+            } else if let Some(uid) = entry.resource.anchor() {
+                index
+                    .by_resource
+                    .entry(uid.clone())
+                    .or_default()
+                    .push(position);
             } else {
-                match policy.action_constraint() {
-                    ActionConstraint::Eq(uid) => index
-                        .by_action
-                        .entry(core_uid(uid))
-                        .or_default()
-                        .push(position),
-                    ActionConstraint::In(groups) if !groups.is_empty() => {
+                match &entry.action {
+                    ActionScope::Eq(uid) => {
+                        index
+                            .by_action
+                            .entry(uid.clone())
+                            .or_default()
+                            .push(position);
+                    }
+                    ActionScope::In(groups) if !groups.is_empty() => {
                         for group in groups {
                             index
                                 .by_action
-                                .entry(core_uid(group))
+                                .entry(group.clone())
                                 .or_default()
                                 .push(position);
                         }
                     }
-                    ActionConstraint::In(_) | ActionConstraint::Any => {
-                        index.unanchored.push(position)
-                    }
+                    ActionScope::In(_) | ActionScope::Any => index.unanchored.push(position),
                 }
             }
+            index.policies.push(entry);
         }
         index
     }
 
-    /// The positions of the policies whose scope can match a request with
-    /// these parts, in policy-set order, each once. `ancestors` must know
-    /// the request's own entities too, since they can add ancestors.
-    pub(crate) fn candidates(
-        &self,
-        ancestors: AncestorLookup<'_>,
-        principal: &EntityUID,
-        action: &EntityUID,
-        resource: &EntityUID,
-    ) -> Vec<u32> {
+    /// The positions of the policies filed near a request's parties, in
+    /// policy-set order, each once. Their scopes are checked only when they
+    /// are evaluated.
+    pub(crate) fn candidates(&self, parties: &Parties<'_>) -> Vec<u32> {
         let mut found = self.unanchored.clone();
-        for (buckets, uid) in [
-            (&self.by_principal, principal),
-            (&self.by_resource, resource),
-            (&self.by_action, action),
+        for (buckets, party) in [
+            (&self.by_principal, &parties.principal),
+            (&self.by_resource, &parties.resource),
+            (&self.by_action, &parties.action),
         ] {
             if buckets.is_empty() {
                 continue;
             }
-            if let Some(bucket) = buckets.get(uid) {
-                found.extend_from_slice(bucket);
-            }
-            ancestors(uid, &mut |ancestor| {
-                if let Some(bucket) = buckets.get(ancestor) {
+            let ancestors = party.entity.into_iter().flat_map(ast::Entity::ancestors);
+            for uid in std::iter::once(party.uid).chain(ancestors) {
+                if let Some(bucket) = buckets.get(uid) {
                     found.extend_from_slice(bucket);
                 }
-            });
+            }
         }
         found.sort_unstable();
         // An action scope naming two groups of the same action files the
         // policy twice.
         found.dedup();
         found
+    }
+
+    /// The candidates whose scope matches the request: the policies Cedar
+    /// would evaluate past their scope.
+    pub(crate) fn applicable(&self, candidates: &[u32], parties: &Parties<'_>) -> Vec<u32> {
+        candidates
+            .iter()
+            .copied()
+            .filter(|position| {
+                self.policies
+                    .get(*position as usize)
+                    .is_some_and(|entry| entry.scope_matches(parties))
+            })
+            .collect()
     }
 
     /// The ids of the policies at `positions`.
@@ -222,10 +340,12 @@ impl PolicyIndex {
         (0..self.policies.len() as u32).collect()
     }
 
-    /// Evaluates the policies at `positions` and combines them as Cedar's
-    /// authorizer does: any satisfied forbid denies and determines the
-    /// decision; otherwise any satisfied permit allows; otherwise deny with
-    /// no determining policy. A policy that errors is skipped and reported.
+    /// Evaluates the policies at `positions`, whose scopes must match the
+    /// request (see [`PolicyIndex::applicable`]), and combines them as
+    /// Cedar's authorizer does: any satisfied forbid denies and determines
+    /// the decision; otherwise any satisfied permit allows; otherwise deny
+    /// with no determining policy. A policy that errors is skipped and
+    /// reported.
     pub(crate) fn evaluate(
         &self,
         positions: &[u32],
@@ -240,7 +360,19 @@ impl PolicyIndex {
             let Some(entry) = self.policies.get(*position as usize) else {
                 continue;
             };
-            match evaluator.evaluate(&entry.policy) {
+            let satisfied = match &entry.body {
+                None => Ok(true),
+                Some(body) => match evaluator.interpret(body, entry.policy.env()) {
+                    Ok(value) => match value.value_kind() {
+                        ast::ValueKind::Lit(ast::Literal::Bool(satisfied)) => Ok(*satisfied),
+                        // Cedar's `&&` after the scope rejects a body that is
+                        // not a bool; its own call gives that exact error.
+                        _ => evaluator.evaluate(&entry.policy),
+                    },
+                    Err(err) => Err(err),
+                },
+            };
+            match satisfied {
                 Ok(true) if entry.forbid => forbids.push(entry.id.clone()),
                 Ok(true) => permits.push(entry.id.clone()),
                 Ok(false) => {}
@@ -264,5 +396,13 @@ impl PolicyIndex {
             determining_policies,
             errors,
         }
+    }
+}
+
+impl IndexedPolicy {
+    fn scope_matches(&self, parties: &Parties<'_>) -> bool {
+        self.principal.matches(&parties.principal)
+            && self.action.matches(&parties.action)
+            && self.resource.matches(&parties.resource)
     }
 }

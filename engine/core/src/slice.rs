@@ -79,16 +79,13 @@ impl EntityGraph {
         own.0.get(uid).or_else(|| self.by_uid.get(uid))
     }
 
-    /// Calls `found` with every ancestor of `uid`.
-    pub(crate) fn for_each_ancestor(
-        &self,
-        own: &OwnEntities,
+    /// The entity with this uid: the request's own, or the store's.
+    pub(crate) fn entity<'a>(
+        &'a self,
+        own: &'a OwnEntities,
         uid: &EntityUID,
-        found: &mut dyn FnMut(&EntityUID),
-    ) {
-        if let Some(entity) = self.get(own, uid) {
-            entity.ancestors().for_each(found);
-        }
+    ) -> Option<&'a ast::Entity> {
+        self.get(own, uid).map(AsRef::as_ref)
     }
 
     /// The store a request needs: its own entities and every store entity
