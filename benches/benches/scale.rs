@@ -27,6 +27,13 @@ use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
 use serde_json::{Value, json};
 
 const SIZES: [usize; 4] = [10, 100, 1_000, 10_000];
+/// What `cargo test --all-targets` runs: a smoke pass on the small bundles,
+/// without the timed phases (cargo passes `--bench` only to real runs).
+const SMOKE_SIZES: [usize; 2] = [10, 100];
+
+fn benching() -> bool {
+    std::env::args().any(|arg| arg == "--bench")
+}
 const REQUESTS: usize = 1_000;
 /// Single calls timed per engine and size for the percentiles.
 const LATENCY_SAMPLES: usize = 5_000;
@@ -299,7 +306,8 @@ fn scale(c: &mut Criterion) {
         started.elapsed()
     });
 
-    let workloads: Vec<Workload> = SIZES.iter().map(|&n| workload(&runtime, n)).collect();
+    let sizes: &[usize] = if benching() { &SIZES } else { &SMOKE_SIZES };
+    let workloads: Vec<Workload> = sizes.iter().map(|&n| workload(&runtime, n)).collect();
 
     let mut group = c.benchmark_group("scale");
     for w in &workloads {
@@ -331,6 +339,9 @@ fn scale(c: &mut Criterion) {
     }
     group.finish();
 
+    if !benching() {
+        return;
+    }
     let mut sizes = Vec::new();
     for w in &workloads {
         let latency = latencies(w);

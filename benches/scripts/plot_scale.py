@@ -2,8 +2,9 @@
 """Plots decision latency against bundle size from the scale benchmark.
 
 Reads target/bench-results/scale.json (written by
-`cargo bench -p cedar-edge-benches --bench scale`) and writes
-docs/scale.png: p50 (solid) and p99 (dashed) per engine, log-log.
+`cargo bench -p cedar-edge-benches --bench scale`), writes docs/scale.png
+(p50 solid and p99 dashed per engine, log-log) and prints the markdown
+tables that docs/benchmarks.md carries, so both come from the same run.
 matplotlib is installed into target/plot-venv on first use.
 """
 
@@ -69,7 +70,65 @@ def main():
     axes.legend(fontsize=7, loc="upper left")
     figure.tight_layout()
     figure.savefig(OUTPUT)
-    print(f"wrote {OUTPUT}")
+    print(f"wrote {OUTPUT}\n")
+    print_tables(results)
+
+
+def us(value):
+    return f"{value:,.0f} µs" if value >= 100 else f"{value:.1f} µs"
+
+
+def print_tables(results):
+    sizes = results["sizes"]
+    print("| policies | engine | p50 | p99 | p50 ÷ plain cedar | p50 ÷ component at 10 |")
+    print("| ---: | --- | ---: | ---: | ---: | ---: |")
+    base = next(e for e in sizes if e["policies"] == sizes[0]["policies"])
+    component_at_smallest = base["latency"]["component"]["p50_us"]
+    for entry in sizes:
+        plain = entry["latency"]["cedar_prebuilt"]["p50_us"]
+        for key, label, _ in ENGINES[:3]:
+            found = entry["latency"][key]
+            print(
+                f"| {entry['policies']:,} | {label} | {us(found['p50_us'])} | {us(found['p99_us'])} "
+                f"| {found['p50_us'] / plain:.2f}× | "
+                + (f"{found['p50_us'] / component_at_smallest:.2f}× |" if key == "component" else "|")
+            )
+    print()
+    print("| policies | plain cedar, store copied and joined | our component, request entities sliced in | ratio |")
+    print("| ---: | ---: | ---: | ---: |")
+    for entry in sizes:
+        join = entry["latency"]["cedar_join_request_entities"]
+        ours = entry["latency"]["component_request_entities"]
+        print(
+            f"| {entry['policies']:,} | {us(join['p50_us'])} (p99 {us(join['p99_us'])}) "
+            f"| {us(ours['p50_us'])} (p99 {us(ours['p99_us'])}) | {join['p50_us'] / ours['p50_us']:.1f}× |"
+        )
+    print()
+    print("| policies | engine | 1 thread | 2 threads | scaling |")
+    print("| ---: | --- | ---: | ---: | ---: |")
+    for entry in sizes:
+        for key, found in entry["throughput"].items():
+            print(
+                f"| {entry['policies']:,} | {key} | {found['threads_1_per_s']:,.0f}/s "
+                f"| {found['threads_2_per_s']:,.0f}/s | {found['scaling']:.2f}× |"
+            )
+    print()
+    print("| policies | scopes matched (mean, max) | load natively | load into the component | component memory | 50 single calls | one batch of 50 |")
+    print("| ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+    for entry in sizes:
+        batch = entry["batch"]
+        print(
+            f"| {entry['policies']:,} | {entry['candidates_mean']:.1f}, {entry['candidates_max']} "
+            f"| {entry['load_ms']['native']:,.1f} ms | {entry['load_ms']['component']:,.1f} ms "
+            f"| {entry['component_peak_memory_bytes'] / 2**20:.1f} MiB "
+            f"| {us(batch['single_calls_us'])} | {us(batch['one_batch_us'])} |"
+        )
+    start = results["start"]
+    print()
+    print(
+        f"start: first {start['first_start_ms']:.0f} ms (compile or cache), warm {start['warm_start_us'] / 1000:.1f} ms, "
+        f"instantiate {start['instantiate_us']:.1f} µs"
+    )
 
 
 if __name__ == "__main__":
