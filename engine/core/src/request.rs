@@ -3,7 +3,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::str::FromStr;
-use std::sync::LazyLock;
+use std::sync::{LazyLock, RwLock};
 
 use cedar_policy::{EntityId, EntityTypeName, RestrictedExpression};
 use cedar_policy_core::ast;
@@ -115,7 +115,7 @@ pub(crate) fn cedar_uid(
     uid: &EntityUid,
     field: &str,
 ) -> Result<cedar_policy::EntityUid, RequestError> {
-    let type_name = EntityTypeName::from_str(&uid.type_name).map_err(|err| {
+    let type_name = entity_type_name(&uid.type_name).map_err(|err| {
         RequestError::invalid(
             field,
             format!("`{}` is not an entity type name: {err}", uid.type_name),
@@ -125,6 +125,29 @@ pub(crate) fn cedar_uid(
         type_name,
         EntityId::new(&uid.id),
     ))
+}
+
+/// How many parsed type names [`entity_type_name`] keeps.
+const MAX_KEPT_TYPE_NAMES: usize = 1024;
+
+/// Parses an entity type name. Cedar's parser costs about a microsecond per
+/// name, and requests name the same few types again and again, so parsed
+/// names are kept; the store is bounded, so requests naming ever new types
+/// cannot grow it, only miss it.
+fn entity_type_name(text: &str) -> Result<EntityTypeName, cedar_policy::ParseErrors> {
+    static KEPT: LazyLock<RwLock<HashMap<String, EntityTypeName>>> = LazyLock::new(RwLock::default);
+    if let Ok(names) = KEPT.read()
+        && let Some(name) = names.get(text)
+    {
+        return Ok(name.clone());
+    }
+    let name = EntityTypeName::from_str(text)?;
+    if let Ok(mut names) = KEPT.write()
+        && names.len() < MAX_KEPT_TYPE_NAMES
+    {
+        names.insert(text.to_owned(), name.clone());
+    }
+    Ok(name)
 }
 
 /// Counts nodes across a whole request, so that many small parts cannot add
