@@ -74,6 +74,10 @@ def main():
     print_tables(results)
 
 
+def ratio(value):
+    return f"{value:.2f}×" if value >= 0.1 else f"1/{1 / value:,.0f}"
+
+
 def us(value):
     return f"{value:,.0f} µs" if value >= 100 else f"{value:.1f} µs"
 
@@ -90,18 +94,18 @@ def print_tables(results):
             found = entry["latency"][key]
             print(
                 f"| {entry['policies']:,} | {label} | {us(found['p50_us'])} | {us(found['p99_us'])} "
-                f"| {found['p50_us'] / plain:.2f}× | "
-                + (f"{found['p50_us'] / component_at_smallest:.2f}× |" if key == "component" else "|")
+                f"| {ratio(found['p50_us'] / plain)} | "
+                + (f"{ratio(found['p50_us'] / component_at_smallest)} |" if key == "component" else "|")
             )
     print()
-    print("| policies | plain cedar, store copied and joined | our component, request entities sliced in | ratio |")
+    print("| policies | plain cedar, store copied and joined | our component, request entities sliced in | plain ÷ ours |")
     print("| ---: | ---: | ---: | ---: |")
     for entry in sizes:
         join = entry["latency"]["cedar_join_request_entities"]
         ours = entry["latency"]["component_request_entities"]
         print(
             f"| {entry['policies']:,} | {us(join['p50_us'])} (p99 {us(join['p99_us'])}) "
-            f"| {us(ours['p50_us'])} (p99 {us(ours['p99_us'])}) | {join['p50_us'] / ours['p50_us']:.1f}× |"
+            f"| {us(ours['p50_us'])} (p99 {us(ours['p99_us'])}) | {ratio(join['p50_us'] / ours['p50_us'])} |"
         )
     print()
     print("| policies | engine | 1 thread | 2 threads | scaling |")
