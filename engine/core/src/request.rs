@@ -134,14 +134,14 @@ const MAX_KEPT_TYPE_NAMES: usize = 1024;
 /// name, and requests name the same few types again and again, so parsed
 /// names are kept; the store is bounded, so requests naming ever new types
 /// cannot grow it, only miss it.
-fn entity_type_name(text: &str) -> Result<EntityTypeName, cedar_policy::ParseErrors> {
+fn entity_type_name(text: &str) -> Result<EntityTypeName, String> {
     static KEPT: LazyLock<RwLock<HashMap<String, EntityTypeName>>> = LazyLock::new(RwLock::default);
     if let Ok(names) = KEPT.read()
         && let Some(name) = names.get(text)
     {
         return Ok(name.clone());
     }
-    let name = EntityTypeName::from_str(text)?;
+    let name = EntityTypeName::from_str(text).map_err(|err| err.to_string())?;
     if let Ok(mut names) = KEPT.write()
         && names.len() < MAX_KEPT_TYPE_NAMES
     {
