@@ -2,6 +2,7 @@
 //! every engine is timed on, so all of them decide exactly the same thing.
 
 pub mod generator;
+pub mod peers;
 
 use std::path::Path;
 use std::str::FromStr;
