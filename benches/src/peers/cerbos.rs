@@ -21,7 +21,7 @@ use std::fmt::Write as _;
 
 use cedar_edge_engine::EntityUid;
 
-use super::model::{EntityFacts, WorkloadRequest, entity_ref, key};
+use super::model::{EntityFacts, WorkloadRequest, key, keyed_attrs};
 use crate::generator::{GeneratedPolicy, PolicySpec};
 
 /// The Cerbos resource kind of the generated documents.
@@ -178,15 +178,7 @@ pub fn resource_policy(policies: &[GeneratedPolicy]) -> String {
 
 /// Attributes in Cerbos form: entity references become keys.
 fn attrs(entity: &EntityFacts) -> serde_json::Map<String, serde_json::Value> {
-    let mut attrs: serde_json::Map<String, serde_json::Value> = entity
-        .attrs
-        .iter()
-        .map(|(name, value)| {
-            let value = entity_ref(value)
-                .map_or_else(|| value.clone(), |uid| serde_json::Value::String(key(&uid)));
-            (name.clone(), value)
-        })
-        .collect();
+    let mut attrs = keyed_attrs(entity);
     let anc: Vec<String> = std::iter::once(&entity.uid)
         .chain(&entity.ancestors)
         .map(key)

@@ -260,6 +260,20 @@ pub fn entity_ref(value: &serde_json::Value) -> Option<EntityUid> {
     ))
 }
 
+/// An entity's attributes with entity references written as their keys,
+/// the flat form both translations use.
+pub fn keyed_attrs(entity: &EntityFacts) -> serde_json::Map<String, serde_json::Value> {
+    entity
+        .attrs
+        .iter()
+        .map(|(name, value)| {
+            let value = entity_ref(value)
+                .map_or_else(|| value.clone(), |uid| serde_json::Value::String(key(&uid)));
+            (name.clone(), value)
+        })
+        .collect()
+}
+
 /// Entities by uid, for translators that look up a request's entities.
 pub fn by_uid(entities: &[EntityFacts]) -> BTreeMap<&EntityUid, &EntityFacts> {
     entities

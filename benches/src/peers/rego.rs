@@ -17,7 +17,7 @@ use std::fmt::Write as _;
 use regorus::languages::rego::compiler::Compiler;
 use regorus::rvm::RegoVM;
 
-use super::model::{EntityFacts, WorkloadRequest, entity_ref, key};
+use super::model::{EntityFacts, WorkloadRequest, key, keyed_attrs};
 use crate::generator::{GeneratedPolicy, PolicySpec};
 
 /// The rule every decision evaluates.
@@ -203,15 +203,7 @@ pub fn data_document(entities: &[EntityFacts]) -> serde_json::Value {
                 .chain(&entity.ancestors)
                 .map(|uid| (key(uid), serde_json::Value::Bool(true)))
                 .collect();
-            let attrs: serde_json::Map<String, serde_json::Value> = entity
-                .attrs
-                .iter()
-                .map(|(name, value)| {
-                    let value = entity_ref(value)
-                        .map_or_else(|| value.clone(), |uid| serde_json::Value::String(key(&uid)));
-                    (name.clone(), value)
-                })
-                .collect();
+            let attrs = keyed_attrs(entity);
             (
                 key(&entity.uid),
                 serde_json::json!({ "anc": anc, "attrs": attrs }),
