@@ -141,27 +141,17 @@ impl Bundle {
         let Some(own) = own else {
             let store = self.entities.as_ref();
             let parties = parties(principal, action, resource, |uid| in_store(store, uid));
-            let candidates = self.index.candidates(&parties);
             return Ok(Prepared {
-                applicable: self.index.applicable(&candidates, &parties),
+                applicable: self.index.applicable(&parties),
                 request: cedar_request,
                 store: Store::Bundle(store),
             });
         };
 
-        // Request entities that are actions could change the action
-        // hierarchy the index files policies under; such requests, and those
-        // whose entities would change the store's hierarchy, are joined the
-        // plain way and see every policy.
-        let adds_actions = own
-            .iter()
-            .any(|entity| entity.uid().type_name().basename() == "Action");
-        let completed = if adds_actions {
-            None
-        } else {
-            self.graph.own_entities(own.as_ref())
-        };
-        let Some(completed) = completed else {
+        // Request entities that would change the store's hierarchy, or the
+        // action hierarchy the index files policies under, are joined the
+        // plain way, and such requests see every policy.
+        let Some(completed) = self.graph.own_entities(own.as_ref()) else {
             let joined = self
                 .entities
                 .clone()
@@ -170,7 +160,7 @@ impl Bundle {
             let parties = parties(principal, action, resource, |uid| {
                 in_store(joined.as_ref(), uid)
             });
-            let applicable = self.index.applicable(&self.index.all(), &parties);
+            let applicable = self.index.applicable_without_index(&parties);
             return Ok(Prepared {
                 applicable,
                 request: cedar_request,
@@ -180,9 +170,7 @@ impl Bundle {
         let parties = parties(principal, action, resource, |uid| {
             self.graph.entity(&completed, uid)
         });
-        let applicable = self
-            .index
-            .applicable(&self.index.candidates(&parties), &parties);
+        let applicable = self.index.applicable(&parties);
         let core_request: &ast::Request = cedar_request.as_ref();
         let context = core_request.context().cloned().map(PartialValue::from);
         let roots = [principal, action, resource]

@@ -272,10 +272,10 @@ impl PolicyIndex {
         index
     }
 
-    /// The positions of the policies filed near a request's parties, in
-    /// policy-set order, each once. Their scopes are checked only when they
-    /// are evaluated.
-    pub(crate) fn candidates(&self, parties: &Parties<'_>) -> Vec<u32> {
+    /// The positions of the policies whose scope matches a request, in
+    /// policy-set order: only the policies filed near its parties are
+    /// looked at.
+    pub(crate) fn applicable(&self, parties: &Parties<'_>) -> Vec<u32> {
         let mut found = self.unanchored.clone();
         for (buckets, party) in [
             (&self.by_principal, &parties.principal),
@@ -296,15 +296,22 @@ impl PolicyIndex {
         // An action scope naming two groups of the same action files the
         // policy twice.
         found.dedup();
-        found
+        self.matching(found, parties)
     }
 
-    /// The candidates whose scope matches the request: the policies Cedar
-    /// would evaluate past their scope.
-    pub(crate) fn applicable(&self, candidates: &[u32], parties: &Parties<'_>) -> Vec<u32> {
-        candidates
-            .iter()
-            .copied()
+    /// The same, looking at every policy: for requests whose own entities
+    /// could change the hierarchy the policies are filed under.
+    pub(crate) fn applicable_without_index(&self, parties: &Parties<'_>) -> Vec<u32> {
+        self.matching(0..self.policies.len() as u32, parties)
+    }
+
+    fn matching(
+        &self,
+        positions: impl IntoIterator<Item = u32>,
+        parties: &Parties<'_>,
+    ) -> Vec<u32> {
+        positions
+            .into_iter()
             .filter(|position| {
                 self.policies
                     .get(*position as usize)
@@ -333,11 +340,6 @@ impl PolicyIndex {
             .iter()
             .filter_map(|position| self.policies.get(*position as usize))
             .flat_map(|entry| entry.written_uids.iter())
-    }
-
-    /// Every policy, for requests the index must not narrow.
-    pub(crate) fn all(&self) -> Vec<u32> {
-        (0..self.policies.len() as u32).collect()
     }
 
     /// Evaluates the policies at `positions`, whose scopes must match the
