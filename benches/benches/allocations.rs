@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use cedar_edge_benches::generator::{Rng, bundle, request};
 use cedar_edge_benches::plain_request;
-use cedar_edge_engine::{Bundle, RequestLimits};
+use cedar_edge_core::{Bundle, RequestLimits};
 use cedar_policy::Authorizer;
 
 struct Counting;

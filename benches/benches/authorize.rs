@@ -8,8 +8,9 @@ use std::hint::black_box;
 use std::str::FromStr;
 
 use cedar_edge_benches::{CONTEXT_JSON, example_source, trigger_request, typed_context};
-use cedar_edge_engine::{Bundle, ContextInput, RequestLimits};
-use cedar_edge_runtime::{Backend, ComponentRuntime, NativeBackend, RuntimeConfig};
+use cedar_edge_core::{Backend, NativeBackend};
+use cedar_edge_core::{Bundle, ContextInput, RequestLimits};
+use cedar_edge_runtime::{ComponentRuntime, RuntimeConfig};
 use cedar_policy::{Authorizer, Context, EntityUid, Request};
 use criterion::{Criterion, criterion_group, criterion_main};
 
@@ -42,7 +43,7 @@ fn decisions(c: &mut Criterion) {
 
     let runtime = ComponentRuntime::new(RuntimeConfig::default()).expect("the component compiles");
     let component = runtime
-        .load_bundle(&source)
+        .load_source(&source)
         .expect("the bundle loads in the component");
     let native = NativeBackend::load(&source, RequestLimits::default()).expect("native load");
     let typed = trigger_request(typed_context());
@@ -92,7 +93,7 @@ fn decisions(c: &mut Criterion) {
         b.iter(|| Bundle::load(black_box(&source), RequestLimits::default()).expect("load"))
     });
     group.bench_function("bundle_load_component", |b| {
-        b.iter(|| runtime.load_bundle(black_box(&source)).expect("load"))
+        b.iter(|| runtime.load_source(black_box(&source)).expect("load"))
     });
     group.finish();
 

@@ -4,7 +4,7 @@
 Reads target/bench-results/scale.json (written by
 `cargo bench -p cedar-edge-benches --bench scale`), writes docs/scale.png
 (p50 solid and p99 dashed per engine, log-log) and prints the markdown
-tables that docs/benchmarks.md carries, so both come from the same run.
+tables that docs/scale.md carries, so both come from the same run.
 matplotlib is installed into target/plot-venv on first use.
 """
 

@@ -13,7 +13,7 @@
 //! an auditor rule, a maintenance window) are unscoped. The unscoped share
 //! therefore shrinks as the bundle grows, as it does in real deployments.
 
-use cedar_edge_engine::{
+use cedar_edge_core::{
     Attributes, BundleFile, BundleSource, ContextInput, EntityInput, EntityUid, Request, Value,
 };
 use serde::Serialize;

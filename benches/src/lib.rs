@@ -5,9 +5,8 @@ pub mod generator;
 pub mod peers;
 
 use std::path::Path;
-use std::str::FromStr;
 
-use cedar_edge_engine::{
+use cedar_edge_core::{
     Attributes, BundleSource, ContextInput, EntityUid, ExtensionKind, Request, Value,
 };
 
@@ -15,7 +14,7 @@ use cedar_edge_engine::{
 pub const EXAMPLE_BUNDLE: &str = "policies/airflow-gitlab";
 
 /// Reads the example bundle from the repository.
-pub fn example_source() -> Result<BundleSource, cedar_edge_engine::BundleReadError> {
+pub fn example_source() -> Result<BundleSource, cedar_edge_core::BundleReadError> {
     BundleSource::from_dir(
         &Path::new(env!("CARGO_MANIFEST_DIR"))
             .join("..")
@@ -55,13 +54,13 @@ pub const CONTEXT_JSON: &str =
 /// built from the typed values and checked against the bundle's schema.
 /// Covers the scalar context values the benchmark requests use.
 pub fn plain_request(
-    bundle: &cedar_edge_engine::Bundle,
+    bundle: &cedar_edge_core::Bundle,
     request: &Request,
 ) -> Result<cedar_policy::Request, String> {
-    use cedar_edge_engine::ValueNode;
+    use cedar_edge_core::ValueNode;
     use cedar_policy::RestrictedExpression;
     let uid = |uid: &EntityUid| {
-        cedar_policy::EntityUid::from_str(&uid.to_string()).map_err(|err| err.to_string())
+        cedar_edge_oracle::uid(&uid.type_name, &uid.id).map_err(|err| err.to_string())
     };
     let ContextInput::Typed(attributes) = &request.context else {
         return Err("plain requests are built from typed contexts".to_owned());
@@ -80,7 +79,7 @@ pub fn plain_request(
         })
         .collect::<Result<Vec<_>, String>>()?;
     let context = cedar_policy::Context::from_pairs(pairs).map_err(|err| err.to_string())?;
-    cedar_policy::Request::new(
+    cedar_edge_oracle::request_with_context(
         uid(&request.principal)?,
         uid(&request.action)?,
         uid(&request.resource)?,
@@ -90,35 +89,18 @@ pub fn plain_request(
     .map_err(|err| err.to_string())
 }
 
-/// Plain cedar-policy's answer over the bundle's whole policy set and the
-/// given entities: whether it allows, the determining policies and the
-/// policies that erred, sorted.
+/// Plain cedar-policy's answer (the oracle) over the bundle's whole policy
+/// set and the given entities: whether it allows, the determining policies
+/// and the policies that erred, sorted.
 pub fn plain_answer(
-    bundle: &cedar_edge_engine::Bundle,
+    bundle: &cedar_edge_core::Bundle,
     entities: &cedar_policy::Entities,
     request: &cedar_policy::Request,
 ) -> (bool, Vec<String>, Vec<String>) {
-    let answer =
-        cedar_policy::Authorizer::new().is_authorized(request, bundle.policies(), entities);
-    let mut reasons: Vec<String> = answer
-        .diagnostics()
-        .reason()
-        .map(ToString::to_string)
-        .collect();
-    reasons.sort();
-    let mut errors: Vec<String> = answer
-        .diagnostics()
-        .errors()
-        .map(
-            |cedar_policy::AuthorizationError::PolicyEvaluationError(err)| {
-                err.policy_id().to_string()
-            },
-        )
-        .collect();
-    errors.sort();
+    let answer = cedar_edge_oracle::decide(request, bundle.policies(), entities);
     (
-        answer.decision() == cedar_policy::Decision::Allow,
-        reasons,
-        errors,
+        answer.allowed,
+        answer.reasons.into_iter().collect(),
+        answer.errors.into_iter().collect(),
     )
 }

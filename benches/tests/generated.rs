@@ -12,8 +12,9 @@ use std::sync::OnceLock;
 
 use cedar_edge_benches::generator::{Rng, bundle, request, with_claims_entities};
 use cedar_edge_benches::{plain_answer, plain_request};
-use cedar_edge_engine::{Bundle, Request, RequestLimits, Response};
-use cedar_edge_runtime::{Backend, ComponentRuntime, RuntimeConfig};
+use cedar_edge_core::Backend;
+use cedar_edge_core::{Bundle, Request, RequestLimits, Response};
+use cedar_edge_runtime::{ComponentRuntime, RuntimeConfig};
 use proptest::prelude::*;
 
 fn runtime() -> &'static ComponentRuntime {
@@ -46,7 +47,7 @@ fn generated_bundles_decide_like_plain_cedar_everywhere() {
         let generated = bundle(size, seed);
         let native = Bundle::load(&generated.source, RequestLimits::default()).unwrap();
         assert_eq!(native.policy_ids().len(), size);
-        let component = runtime().load_bundle(&generated.source).unwrap();
+        let component = runtime().load_bundle(&native).unwrap();
         let mut rng = Rng::new(seed * 7919);
         let requests: Vec<_> = (0..300)
             .map(|_| request(generated.tenants, &mut rng))
@@ -105,7 +106,7 @@ fn the_index_narrows_a_large_bundle_to_the_request_neighbourhood() {
 fn request_entities_decide_like_a_plain_join_of_the_store() {
     let generated = bundle(1_000, 9);
     let native = Bundle::load(&generated.source, RequestLimits::default()).unwrap();
-    let component = runtime().load_bundle(&generated.source).unwrap();
+    let component = runtime().load_bundle(&native).unwrap();
     let mut rng = Rng::new(99);
     let mut allowed_count = 0;
     for n in 0..300 {
@@ -144,7 +145,7 @@ proptest! {
     ) {
         let generated = bundle(size, seed);
         let native = Bundle::load(&generated.source, RequestLimits::default()).unwrap();
-        let component = runtime().load_bundle(&generated.source).unwrap();
+        let component = runtime().load_bundle(&native).unwrap();
         let mut rng = Rng::new(request_seed);
         let requests: Vec<_> = (0..40).map(|_| request(generated.tenants, &mut rng)).collect();
         let batched = component.authorize_batch(&requests);

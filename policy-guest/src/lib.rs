@@ -1,10 +1,10 @@
 //! The cedar-edge core, exported as a WebAssembly component.
 //!
 //! This crate only translates between the WIT types of `wit/authz.wit` and
-//! the core's own types; every decision is made by `cedar-edge-engine`, the
+//! the core's own types; every decision is made by `cedar-edge-core`, the
 //! same code the native backend runs.
 
-use cedar_edge_engine as engine;
+use cedar_edge_core as engine;
 
 /// The generated bindings. They need `unsafe` for the canonical ABI, so
 /// they live apart from the translation code, which does not.

@@ -20,7 +20,8 @@ use anyhow::{Context as _, Result, bail};
 use cedar_edge_benches::peers::model::{self, ModelFile, RequestsFile};
 use cedar_edge_benches::peers::timing::{self, Budget, Summary};
 use cedar_edge_benches::peers::{cerbos, rego};
-use cedar_edge_runtime::{Backend, ComponentRuntime, RuntimeConfig};
+use cedar_edge_core::Backend;
+use cedar_edge_runtime::{ComponentRuntime, RuntimeConfig};
 use clap::Parser;
 use serde::Serialize;
 
@@ -173,23 +174,22 @@ fn main() -> Result<()> {
         max_passes: args.max_passes,
     };
     let started = std::time::Instant::now();
-    let native =
-        cedar_edge_engine::Bundle::load(source, cedar_edge_engine::RequestLimits::default())
-            .map_err(|err| anyhow::anyhow!("{err}"))?;
+    let native = cedar_edge_core::Bundle::load(source, cedar_edge_core::RequestLimits::default())
+        .map_err(|err| anyhow::anyhow!("{err}"))?;
     let native_load = started.elapsed().as_secs_f64() * 1e3;
     let runtime = ComponentRuntime::new(RuntimeConfig::default())?;
     let started = std::time::Instant::now();
-    let component = runtime.load_bundle(source)?;
+    let component = runtime.load_source(source)?;
     let component_load = started.elapsed().as_secs_f64() * 1e3;
 
     let calls = &workload.engine_requests;
-    let call =
-        |index: usize, decide: &dyn Fn(&cedar_edge_engine::Request) -> Result<bool, String>| {
-            calls
-                .get(index)
-                .ok_or_else(|| format!("no request {index}"))
-                .and_then(decide)
-        };
+    let call = |index: usize,
+                decide: &dyn Fn(&cedar_edge_core::Request) -> Result<bool, String>| {
+        calls
+            .get(index)
+            .ok_or_else(|| format!("no request {index}"))
+            .and_then(decide)
+    };
     let native_summary = timing::measure(&expected, budget, |index| {
         call(index, &|request| {
             native

@@ -19,7 +19,7 @@
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
-use cedar_edge_engine::EntityUid;
+use cedar_edge_core::EntityUid;
 
 use super::model::{EntityFacts, WorkloadRequest, key, keyed_attrs};
 use crate::generator::{GeneratedPolicy, PolicySpec};

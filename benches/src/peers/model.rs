@@ -4,7 +4,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use cedar_edge_engine::{
+use cedar_edge_core::{
     Attributes, Bundle, ContextInput, Decision, EntityUid, Request, RequestLimits, Value, ValueNode,
 };
 use serde::{Deserialize, Serialize};

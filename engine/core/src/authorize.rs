@@ -1,8 +1,8 @@
 //! Deciding a request against a loaded bundle.
 
+use crate::cedar_internals::ast::{self, EntityUID, PartialValue};
+use crate::cedar_internals::{CoreEntities, Dereference};
 use cedar_policy::{Context, Entities};
-use cedar_policy_core::ast::{self, EntityUID, PartialValue};
-use cedar_policy_core::entities::{Dereference, Entities as CoreEntities};
 
 use crate::bundle::Bundle;
 use crate::index::{Parties, Party};

@@ -49,8 +49,9 @@ pub struct BundleSource {
 }
 
 /// A bundle directory that could not be read.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, thiserror::Error, miette::Diagnostic)]
 #[error("cannot read bundle `{}`: {message}", path.display())]
+#[diagnostic(code(cedar_edge::bundle::read))]
 pub struct BundleReadError {
     /// The file or directory at fault.
     pub path: PathBuf,
@@ -113,6 +114,15 @@ impl BundleSource {
         Ok(source)
     }
 
+    /// Every file of the bundle: policies, schema, entities, links.
+    pub fn files(&self) -> impl Iterator<Item = &BundleFile> {
+        self.policies
+            .iter()
+            .chain(self.schema.iter())
+            .chain(self.entities.iter())
+            .chain(self.template_links.iter())
+    }
+
     /// The content hash of the bundle: `sha256:` and 64 hex digits.
     ///
     /// Each file is hashed with its role, path and length, so that moving text
@@ -136,13 +146,7 @@ impl BundleSource {
                 hasher.update(part);
             }
         }
-        let digest = hasher.finalize();
-        let mut id = String::with_capacity(7 + 64);
-        id.push_str("sha256:");
-        for byte in digest {
-            id.push_str(&format!("{byte:02x}"));
-        }
-        id
+        format!("sha256:{}", hex(&hasher.finalize()))
     }
 }
 
@@ -175,6 +179,17 @@ fn collect_files(root: &Path, dir: &Path, found: &mut Vec<String>) -> Result<(),
     Ok(())
 }
 
+/// Lowercase hex of a digest: the one spelling of every hash the project
+/// prints (bundle ids, cache keys, fingerprints).
+pub fn hex(bytes: &[u8]) -> String {
+    use std::fmt::Write as _;
+    let mut text = String::with_capacity(bytes.len() * 2);
+    for byte in bytes {
+        let _ = write!(text, "{byte:02x}");
+    }
+    text
+}
+
 /// A bundle that failed to load, with every problem found.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub struct LoadError {
@@ -205,6 +220,11 @@ pub struct Bundle {
     policy_ids: Vec<String>,
     /// Policy or template id → the bundle file it was written in.
     policy_files: HashMap<String, String>,
+    /// The validated files, with the schema as JSON, ready to hand to a
+    /// guest that loads them without validating again. Hosts only: the
+    /// guest would hold a second copy of its bundle for nothing.
+    #[cfg(feature = "validate")]
+    hand_over: std::sync::Arc<BundleSource>,
 }
 
 impl Bundle {
@@ -244,6 +264,12 @@ impl Bundle {
         let index = crate::index::PolicyIndex::new(&policies);
         let entities = entities.unwrap_or_else(Entities::empty);
         let graph = crate::slice::EntityGraph::new(entities.as_ref());
+        #[cfg(feature = "validate")]
+        let hand_over = {
+            let mut prepared = source.clone();
+            prepared.prepare_schema_json()?;
+            std::sync::Arc::new(prepared)
+        };
         Ok(Self {
             id: source.content_hash(),
             policies,
@@ -254,7 +280,16 @@ impl Bundle {
             limits,
             policy_ids,
             policy_files,
+            #[cfg(feature = "validate")]
+            hand_over,
         })
+    }
+
+    /// The bundle's files as they were validated, with a Cedar-syntax schema
+    /// also given as JSON: what a guest without a validator loads.
+    #[cfg(feature = "validate")]
+    pub fn validated_source(&self) -> &std::sync::Arc<BundleSource> {
+        &self.hand_over
     }
 
     /// The content hash that every decision carries.

@@ -120,3 +120,127 @@ impl fmt::Display for Diagnostic {
         Ok(())
     }
 }
+
+impl std::error::Error for Diagnostic {}
+
+impl miette::Diagnostic for Diagnostic {
+    fn code<'a>(&'a self) -> Option<Box<dyn fmt::Display + 'a>> {
+        Some(Box::new("cedar_edge::bundle::problem"))
+    }
+
+    fn help<'a>(&'a self) -> Option<Box<dyn fmt::Display + 'a>> {
+        self.help
+            .as_ref()
+            .map(|help| Box::new(help) as Box<dyn fmt::Display>)
+    }
+}
+
+impl miette::Diagnostic for crate::bundle::LoadError {
+    fn code<'a>(&'a self) -> Option<Box<dyn fmt::Display + 'a>> {
+        Some(Box::new("cedar_edge::bundle::invalid"))
+    }
+
+    fn related<'a>(&'a self) -> Option<Box<dyn Iterator<Item = &'a dyn miette::Diagnostic> + 'a>> {
+        Some(Box::new(
+            self.diagnostics
+                .iter()
+                .map(|diagnostic| diagnostic as &dyn miette::Diagnostic),
+        ))
+    }
+}
+
+/// One bundle problem together with the text of the file it points into,
+/// so that a renderer can show the lines around it.
+#[derive(Debug)]
+pub struct SourcedProblem {
+    problem: Diagnostic,
+    /// The file as the user knows it (with the bundle directory), and its text.
+    source: Option<miette::NamedSource<String>>,
+    severity: miette::Severity,
+    code: String,
+}
+
+impl SourcedProblem {
+    /// Pairs `problem` with its file from `bundle`; `display_root` is put in
+    /// front of the bundle-relative path so the name is one the user can open.
+    pub fn new(
+        problem: &Diagnostic,
+        bundle: &crate::bundle::BundleSource,
+        display_root: &std::path::Path,
+    ) -> Self {
+        let name = display_root.join(&problem.file).display().to_string();
+        let source = bundle
+            .files()
+            .find(|file| file.path == problem.file)
+            .map(|file| miette::NamedSource::new(name, file.contents.clone()));
+        Self {
+            problem: problem.clone(),
+            source,
+            severity: miette::Severity::Error,
+            code: "cedar_edge::bundle::problem".to_owned(),
+        }
+    }
+
+    /// Reports the problem at another severity, under another code (lints).
+    pub fn with_kind(mut self, severity: miette::Severity, code: &str) -> Self {
+        self.severity = severity;
+        self.code = code.to_owned();
+        self
+    }
+
+    /// The problem itself.
+    pub fn problem(&self) -> &Diagnostic {
+        &self.problem
+    }
+}
+
+impl fmt::Display for SourcedProblem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.problem.message)
+    }
+}
+
+impl std::error::Error for SourcedProblem {}
+
+impl miette::Diagnostic for SourcedProblem {
+    fn code<'a>(&'a self) -> Option<Box<dyn fmt::Display + 'a>> {
+        Some(Box::new(&self.code))
+    }
+
+    fn severity(&self) -> Option<miette::Severity> {
+        Some(self.severity)
+    }
+
+    fn help<'a>(&'a self) -> Option<Box<dyn fmt::Display + 'a>> {
+        match (&self.problem.help, &self.source) {
+            (Some(help), _) => Some(Box::new(help)),
+            // Without a position the file's name must be said in words.
+            (None, _) if self.problem.line == 0 => Some(Box::new(format!(
+                "in `{}`",
+                self.source
+                    .as_ref()
+                    .map_or(self.problem.file.as_str(), |source| source.name())
+            ))),
+            (None, _) => None,
+        }
+    }
+
+    fn source_code(&self) -> Option<&dyn miette::SourceCode> {
+        match &self.source {
+            Some(source) if self.problem.line > 0 => Some(source as &dyn miette::SourceCode),
+            _ => None,
+        }
+    }
+
+    fn labels(&self) -> Option<Box<dyn Iterator<Item = miette::LabeledSpan> + '_>> {
+        if self.problem.line == 0 || self.source.is_none() {
+            return None;
+        }
+        let start = self.problem.offset as usize;
+        let length = (self.problem.length as usize).max(1);
+        Some(Box::new(std::iter::once(miette::LabeledSpan::at(
+            start..start + length,
+            "here",
+        ))))
+    }
+}

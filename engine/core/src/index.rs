@@ -26,11 +26,11 @@
 use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
 
+use crate::cedar_internals::CoreEntities as Entities;
+use crate::cedar_internals::Evaluator;
+use crate::cedar_internals::Extensions;
+use crate::cedar_internals::ast::{self, EntityType, EntityUID};
 use cedar_policy::{ActionConstraint, PolicySet, PrincipalConstraint, ResourceConstraint};
-use cedar_policy_core::ast::{self, EntityType, EntityUID};
-use cedar_policy_core::entities::Entities;
-use cedar_policy_core::evaluator::Evaluator;
-use cedar_policy_core::extensions::Extensions;
 
 use crate::response::{Decision, PolicyError};
 

@@ -5,10 +5,14 @@
 //! filter and in the native backend, which is what keeps their answers equal.
 //!
 //! A [`Bundle`] is loaded once from a [`BundleSource`]; each [`Request`] is
-//! then decided against it with [`Bundle::authorize`].
+//! then decided against it with [`Bundle::authorize`]. Hosts decide through
+//! the [`Backend`] trait: [`NativeBackend`] here, the component backend in
+//! `cedar-edge-runtime`.
 
 mod authorize;
+mod backend;
 mod bundle;
+mod cedar_internals;
 mod diagnostic;
 mod index;
 mod request;
@@ -16,8 +20,9 @@ mod response;
 mod slice;
 mod value;
 
-pub use bundle::{Bundle, BundleFile, BundleReadError, BundleSource, LoadError};
-pub use diagnostic::Diagnostic;
+pub use backend::{AuthorizeError, Backend, BoxFuture, NativeBackend};
+pub use bundle::{Bundle, BundleFile, BundleReadError, BundleSource, LoadError, hex};
+pub use diagnostic::{Diagnostic, SourcedProblem};
 pub use request::{ContextInput, EntityInput, Request, RequestError, RequestLimits};
 pub use response::{Decision, PolicyError, Response};
-pub use value::{Attributes, EntityUid, ExtensionKind, Value, ValueNode};
+pub use value::{Attributes, EntityUid, ExtensionKind, Value, ValueError, ValueNode};

@@ -5,8 +5,8 @@ use std::collections::{HashMap, HashSet};
 use std::str::FromStr;
 use std::sync::{LazyLock, RwLock};
 
+use crate::cedar_internals::ast;
 use cedar_policy::{EntityId, EntityTypeName, RestrictedExpression};
-use cedar_policy_core::ast;
 use ref_cast::RefCast;
 
 use crate::value::{Attributes, EntityUid, ExtensionKind, ValueNode};
@@ -75,10 +75,11 @@ impl Default for RequestLimits {
 }
 
 /// Why a request got no decision. Every host treats it as a deny.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, miette::Diagnostic)]
 pub enum RequestError {
     /// A uid, context or entity that Cedar or the schema rejects.
     #[error("invalid `{field}`: {message}")]
+    #[diagnostic(code(cedar_edge::request::invalid))]
     Invalid {
         /// The part of the request at fault.
         field: String,
@@ -87,6 +88,7 @@ pub enum RequestError {
     },
     /// A request over one of the limits.
     #[error("`{field}` is over a limit: {message}")]
+    #[diagnostic(code(cedar_edge::request::limit))]
     LimitExceeded {
         /// The part of the request at fault.
         field: String,

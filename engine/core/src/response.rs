@@ -40,3 +40,26 @@ impl Response {
         self.decision == Decision::Allow
     }
 }
+
+impl Response {
+    /// The deny that stands in for a request that got no decision: a
+    /// refused mapping, a rejected request or a failed call. The reason is
+    /// the one error, with no policy id, so no caller can mistake a failure
+    /// for an allow and every log says why.
+    pub fn denied_by_error(reason: impl Into<String>, bundle_id: &str) -> Self {
+        Self {
+            decision: Decision::Deny,
+            determining_policies: Vec::new(),
+            errors: vec![PolicyError {
+                policy_id: String::new(),
+                message: reason.into(),
+            }],
+            bundle_id: bundle_id.to_owned(),
+        }
+    }
+
+    /// Whether the deny comes from a failure rather than from the policies.
+    pub fn is_failure(&self) -> bool {
+        self.errors.iter().any(|error| error.policy_id.is_empty())
+    }
+}

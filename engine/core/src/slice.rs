@@ -15,9 +15,11 @@
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
-use cedar_policy_core::ast::{self, EntityUID, Expr, ExprKind, Literal, PartialValue, ValueKind};
-use cedar_policy_core::entities::{Entities, NoEntitiesSchema, TCComputation};
-use cedar_policy_core::extensions::Extensions;
+use crate::cedar_internals::Extensions;
+use crate::cedar_internals::ast::{
+    self, EntityUID, Expr, ExprKind, Literal, PartialValue, ValueKind,
+};
+use crate::cedar_internals::{CoreEntities as Entities, NoEntitiesSchema, TCComputation};
 
 /// The bundle's entities, shared one by one so that slices are cheap.
 #[derive(Debug, Default)]

@@ -131,13 +131,32 @@ pub enum Value {
     Record(Vec<(String, Value)>),
 }
 
+/// A JSON value that has no Cedar value, with the path to it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, miette::Diagnostic)]
+#[error("{message}")]
+#[diagnostic(code(cedar_edge::value::invalid))]
+pub struct ValueError {
+    /// What is wrong, naming the field (`` `a`: `b`: … ``) when nested.
+    pub message: String,
+}
+
+impl From<String> for ValueError {
+    fn from(message: String) -> Self {
+        Self { message }
+    }
+}
+
 impl Value {
     /// Reads Cedar's JSON value form: plain JSON scalars, arrays and objects,
     /// plus `{"__entity": {"type", "id"}}` and `{"__extn": {"fn", "arg"}}`.
     ///
     /// Without a schema these escapes are the only way to mark an entity or an
     /// extension value, exactly as in Cedar's own JSON format.
-    pub fn from_json(json: &serde_json::Value) -> Result<Self, String> {
+    pub fn from_json(json: &serde_json::Value) -> Result<Self, ValueError> {
+        Self::read_json(json).map_err(ValueError::from)
+    }
+
+    fn read_json(json: &serde_json::Value) -> Result<Self, String> {
         use serde_json::Value as Json;
         Ok(match json {
             Json::Bool(b) => Self::Bool(*b),
@@ -149,7 +168,7 @@ impl Value {
             Json::Array(items) => Self::Set(
                 items
                     .iter()
-                    .map(Self::from_json)
+                    .map(Self::read_json)
                     .collect::<Result<_, _>>()?,
             ),
             Json::Object(map) => {
@@ -178,7 +197,7 @@ impl Value {
                 }
                 Self::Record(
                     map.iter()
-                        .map(|(key, value)| Ok((key.clone(), Self::from_json(value)?)))
+                        .map(|(key, value)| Ok((key.clone(), Self::read_json(value)?)))
                         .collect::<Result<_, String>>()?,
                 )
             }
@@ -199,16 +218,16 @@ impl Attributes {
     }
 
     /// Reads a JSON object in Cedar's value form; see [`Value::from_json`].
-    pub fn from_json(json: &serde_json::Value) -> Result<Self, String> {
+    pub fn from_json(json: &serde_json::Value) -> Result<Self, ValueError> {
         let object = json
             .as_object()
-            .ok_or_else(|| "expected a JSON object of named values".to_owned())?;
+            .ok_or_else(|| ValueError::from("expected a JSON object of named values".to_owned()))?;
         let fields = object
             .iter()
             .map(|(key, value)| {
-                Value::from_json(value)
+                Value::read_json(value)
                     .map(|value| (key.clone(), value))
-                    .map_err(|err| format!("`{key}`: {err}"))
+                    .map_err(|err| ValueError::from(format!("`{key}`: {err}")))
             })
             .collect::<Result<Vec<_>, _>>()?;
         Ok(Self::from_fields(fields))

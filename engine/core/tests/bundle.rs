@@ -8,7 +8,7 @@
 
 use std::path::Path;
 
-use cedar_edge_engine::{
+use cedar_edge_core::{
     Attributes, Bundle, BundleFile, BundleSource, RequestLimits, Value, ValueNode,
 };
 
@@ -171,6 +171,7 @@ fn values_flatten_children_first() {
     assert!(
         Attributes::from_json(&serde_json::json!({"x": 1.5}))
             .unwrap_err()
+            .message
             .contains("`x`")
     );
 }

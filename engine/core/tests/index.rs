@@ -10,9 +10,8 @@
 )]
 
 use std::collections::BTreeSet;
-use std::str::FromStr;
 
-use cedar_edge_engine::{
+use cedar_edge_core::{
     Bundle, BundleFile, BundleSource, ContextInput, EntityUid, Request, RequestLimits,
 };
 
@@ -89,40 +88,21 @@ fn indexed_answers_equal_full_evaluation_everywhere() {
                     entities: Vec::new(),
                 };
                 let ours = bundle.authorize(&request).unwrap();
-                let uid = |text: String| cedar_policy::EntityUid::from_str(&text).unwrap();
-                let plain_request = cedar_policy::Request::new(
-                    uid(format!("{principal_type}::\"{principal_id}\"")),
-                    uid(format!("Action::\"{action}\"")),
-                    uid(format!("{resource_type}::\"{resource_id}\"")),
-                    cedar_policy::Context::empty(),
+                let uid =
+                    |type_name: &str, id: &str| cedar_edge_oracle::uid(type_name, id).unwrap();
+                let plain_request = cedar_edge_oracle::request(
+                    uid(principal_type, principal_id),
+                    uid("Action", action),
+                    uid(resource_type, resource_id),
+                    "{}",
                     bundle.schema(),
                 )
                 .unwrap();
-                let plain = cedar_policy::Authorizer::new().is_authorized(
-                    &plain_request,
-                    bundle.policies(),
-                    bundle.entities(),
-                );
-                let plain_reasons: BTreeSet<String> = plain
-                    .diagnostics()
-                    .reason()
-                    .map(ToString::to_string)
-                    .collect();
-                let plain_errors: BTreeSet<String> = plain
-                    .diagnostics()
-                    .errors()
-                    .map(
-                        |cedar_policy::AuthorizationError::PolicyEvaluationError(err)| {
-                            err.policy_id().to_string()
-                        },
-                    )
-                    .collect();
+                let plain =
+                    cedar_edge_oracle::decide(&plain_request, bundle.policies(), bundle.entities());
+                let (plain_reasons, plain_errors) = (plain.reasons, plain.errors);
                 let what = format!("{principal_id} {action} {resource_id}");
-                assert_eq!(
-                    ours.is_allowed(),
-                    plain.decision() == cedar_policy::Decision::Allow,
-                    "{what}"
-                );
+                assert_eq!(ours.is_allowed(), plain.allowed, "{what}");
                 assert_eq!(
                     ours.determining_policies
                         .iter()
@@ -188,9 +168,9 @@ fn request_entities_that_reparent_the_store_are_joined_in_full() {
         entities: Vec::new(),
     };
     assert!(!bundle.authorize(&request).unwrap().is_allowed());
-    request.entities.push(cedar_edge_engine::EntityInput {
+    request.entities.push(cedar_edge_core::EntityInput {
         uid: EntityUid::new("Team", "ghost"),
-        attrs: cedar_edge_engine::Attributes::default(),
+        attrs: cedar_edge_core::Attributes::default(),
         parents: vec![EntityUid::new("Org", "acme")],
     });
     let answer = bundle.authorize(&request).unwrap();
@@ -220,11 +200,11 @@ fn request_entities_inherit_the_store_hierarchy() {
         prepared_schema_json: None,
     };
     let bundle = Bundle::load(&source, RequestLimits::default()).unwrap();
-    let claims_user = |parent: &str| cedar_edge_engine::EntityInput {
+    let claims_user = |parent: &str| cedar_edge_core::EntityInput {
         uid: EntityUid::new("User", "from-claims"),
-        attrs: cedar_edge_engine::Attributes::from_fields([(
+        attrs: cedar_edge_core::Attributes::from_fields([(
             "boss".to_owned(),
-            cedar_edge_engine::Value::Entity(EntityUid::new("User", "boss")),
+            cedar_edge_core::Value::Entity(EntityUid::new("User", "boss")),
         )]),
         parents: vec![EntityUid::new("Team", parent)],
     };

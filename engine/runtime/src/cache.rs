@@ -28,13 +28,8 @@ fn cache_key(engine: &Engine, wasm: &[u8]) -> String {
     let mut hasher = Sha256Hasher(Sha256::new());
     hasher.write(wasm);
     engine.precompile_compatibility_hash().hash(&mut hasher);
-    hasher
-        .0
-        .finalize()
-        .iter()
-        .take(16)
-        .map(|byte| format!("{byte:02x}"))
-        .collect()
+    let digest = hasher.0.finalize();
+    cedar_edge_core::hex(digest.get(..16).unwrap_or(&digest))
 }
 
 /// Where precompiled components are kept by default: the user's cache folder.

@@ -1,6 +1,6 @@
 //! Translation between the core's types and the host bindings' WIT types.
 
-use cedar_edge_engine as engine;
+use cedar_edge_core as engine;
 
 use crate::bindings::wit;
 

@@ -9,15 +9,16 @@
 
 mod common;
 
-use cedar_edge_engine::{
+use cedar_edge_core::Backend;
+use cedar_edge_core::{
     Attributes, BundleFile, BundleSource, ContextInput, Decision, RequestError, RequestLimits,
     Value, ValueNode,
 };
-use cedar_edge_runtime::{AuthorizeError, Backend, ComponentRuntime, RuntimeConfig, RuntimeError};
+use cedar_edge_runtime::{AuthorizeError, ComponentRuntime, RuntimeConfig, RuntimeError};
 use common::*;
 
-fn load_errors(source: &BundleSource) -> Vec<cedar_edge_engine::Diagnostic> {
-    match shared_runtime().load_bundle(source) {
+fn load_errors(source: &BundleSource) -> Vec<cedar_edge_core::Diagnostic> {
+    match shared_runtime().load_source(source) {
         Err(RuntimeError::Load(err)) => err.diagnostics,
         other => panic!("expected a load error, got {other:?}"),
     }
@@ -118,7 +119,7 @@ fn duplicate_policy_ids_are_refused() {
     );
 }
 
-fn expect_invalid(backend: &dyn Backend, request: &cedar_edge_engine::Request, field: &str) {
+fn expect_invalid(backend: &dyn Backend, request: &cedar_edge_core::Request, field: &str) {
     match backend.authorize(request) {
         Err(AuthorizeError::Request(RequestError::Invalid {
             field: found,
@@ -136,7 +137,7 @@ fn expect_invalid(backend: &dyn Backend, request: &cedar_edge_engine::Request, f
     assert!(backend.authorize(&allowed_request()).unwrap().is_allowed());
 }
 
-fn expect_limit(backend: &dyn Backend, request: &cedar_edge_engine::Request, words: &str) {
+fn expect_limit(backend: &dyn Backend, request: &cedar_edge_core::Request, words: &str) {
     match backend.authorize(request) {
         Err(AuthorizeError::Request(RequestError::LimitExceeded { message, .. })) => {
             assert!(message.contains(words), "{message}");
@@ -149,7 +150,7 @@ fn expect_limit(backend: &dyn Backend, request: &cedar_edge_engine::Request, wor
 
 #[test]
 fn an_unknown_entity_type_is_denied_with_a_reason() {
-    let component = shared_runtime().load_bundle(&example_bundle()).unwrap();
+    let component = shared_runtime().load_source(&example_bundle()).unwrap();
     let mut request = allowed_request();
     request.principal = airflow("Robot", "r2");
     expect_invalid(&component, &request, "request");
@@ -160,7 +161,7 @@ fn an_unknown_entity_type_is_denied_with_a_reason() {
 
 #[test]
 fn a_context_of_the_wrong_type_is_denied_with_a_reason() {
-    let component = shared_runtime().load_bundle(&example_bundle()).unwrap();
+    let component = shared_runtime().load_source(&example_bundle()).unwrap();
     let mut request = allowed_request();
     request.context = ContextInput::Typed(Attributes::from_fields([
         ("mfa".to_owned(), Value::Long(1)),
@@ -187,7 +188,7 @@ fn nested(depth: u32) -> Attributes {
 
 #[test]
 fn a_context_nested_ten_thousand_deep_is_refused() {
-    let component = shared_runtime().load_bundle(&example_bundle()).unwrap();
+    let component = shared_runtime().load_source(&example_bundle()).unwrap();
     let mut request = allowed_request();
     request.context = ContextInput::Typed(nested(10_000));
     // Ten thousand levels are also ten thousand values: the cheaper count check refuses it first.
@@ -204,7 +205,7 @@ fn a_context_nested_ten_thousand_deep_is_refused() {
 
 #[test]
 fn a_ten_megabyte_context_is_refused() {
-    let component = shared_runtime().load_bundle(&example_bundle()).unwrap();
+    let component = shared_runtime().load_source(&example_bundle()).unwrap();
     let big = "x".repeat(10 * 1024 * 1024);
     let mut request = allowed_request();
     request.context = ContextInput::Json(format!("{{\"blob\": \"{big}\"}}"));
@@ -218,13 +219,13 @@ fn a_ten_megabyte_context_is_refused() {
 
 #[test]
 fn shared_value_nodes_cannot_expand_a_small_request() {
-    let component = shared_runtime().load_bundle(&example_bundle()).unwrap();
+    let component = shared_runtime().load_source(&example_bundle()).unwrap();
     // Node 1 uses node 0 twice: allowed, this tree would double at every level.
     let mut attributes = Attributes::default();
-    attributes.nodes.push(cedar_edge_engine::ValueNode::Long(1));
+    attributes.nodes.push(cedar_edge_core::ValueNode::Long(1));
     attributes
         .nodes
-        .push(cedar_edge_engine::ValueNode::Set(vec![0, 0]));
+        .push(cedar_edge_core::ValueNode::Set(vec![0, 0]));
     attributes.fields.push(("pair".to_owned(), 1));
     let mut request = allowed_request();
     request.context = ContextInput::Typed(attributes);
@@ -246,7 +247,7 @@ fn slow_bundle() -> BundleSource {
     }
 }
 
-fn slow_request(text_len: usize) -> cedar_edge_engine::Request {
+fn slow_request(text_len: usize) -> cedar_edge_core::Request {
     let mut request = allowed_request();
     request.context = ContextInput::Typed(Attributes::from_fields([(
         "text".to_owned(),
@@ -263,7 +264,7 @@ fn a_guest_past_its_deadline_is_interrupted_and_replaced() {
         ..test_config()
     };
     let runtime = ComponentRuntime::new(config).unwrap();
-    let backend = runtime.load_bundle(&slow_bundle()).unwrap();
+    let backend = runtime.load_source(&slow_bundle()).unwrap();
     // A short text decides in time: the bundle works.
     assert_eq!(
         backend.authorize(&slow_request(10)).unwrap().decision,
@@ -307,7 +308,7 @@ fn a_guest_over_its_memory_cap_is_stopped_and_replaced() {
         ..test_config()
     };
     let runtime = ComponentRuntime::new(config).unwrap();
-    let backend = runtime.load_bundle(&example_bundle()).unwrap();
+    let backend = runtime.load_source(&example_bundle()).unwrap();
     let mut request = allowed_request();
     request.context = ContextInput::Json(format!(
         "{{\"blob\": \"{}\"}}",

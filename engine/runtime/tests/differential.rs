@@ -12,11 +12,11 @@ mod common;
 use std::collections::BTreeSet;
 use std::str::FromStr;
 
-use cedar_edge_engine::{
+use cedar_edge_core::{
     Attributes, BundleFile, BundleSource, ContextInput, EntityInput, EntityUid, ExtensionKind,
     Request, RequestLimits, Value,
 };
-use cedar_edge_runtime::{Backend, NativeBackend};
+use cedar_edge_core::{Backend, NativeBackend};
 use common::*;
 use proptest::prelude::*;
 use serde_json::json;
@@ -305,32 +305,25 @@ fn plain_cedar(
         entities = entities.add_entities(extra.iter().cloned(), None).unwrap();
     }
     let principal = spec.principal();
-    let uid = |type_name: &str, id: &str| {
-        cedar_policy::EntityUid::from_type_name_and_id(
-            cedar_policy::EntityTypeName::from_str(type_name).unwrap(),
-            cedar_policy::EntityId::new(id),
-        )
-    };
-    let request = cedar_policy::Request::new(
+    let uid = |type_name: &str, id: &str| cedar_edge_oracle::uid(type_name, id).unwrap();
+    let request = cedar_edge_oracle::request(
         uid(&principal.type_name, &principal.id),
         uid("Action", ACTIONS[spec.action as usize]),
         uid("Doc", &format!("d{}", spec.resource)),
-        cedar_policy::Context::from_json_value(spec.context_json(), None).unwrap(),
+        &spec.context_json().to_string(),
         None,
     )
     .unwrap();
-    let answer = cedar_policy::Authorizer::new().is_authorized(&request, &policy_set, &entities);
-    let rename = |id: &cedar_policy::PolicyId| id.to_string().replace("policy", "p");
-    let reasons = answer.diagnostics().reason().map(rename).collect();
-    let errors = answer
-        .diagnostics()
-        .errors()
-        .map(|cedar_policy::AuthorizationError::PolicyEvaluationError(err)| rename(err.policy_id()))
-        .collect();
+    let answer = cedar_edge_oracle::decide(&request, &policy_set, &entities);
+    let rename = |ids: BTreeSet<String>| {
+        ids.into_iter()
+            .map(|id| id.replace("policy", "p"))
+            .collect()
+    };
     (
-        answer.decision() == cedar_policy::Decision::Allow,
-        reasons,
-        errors,
+        answer.allowed,
+        rename(answer.reasons),
+        rename(answer.errors),
     )
 }
 
@@ -361,7 +354,7 @@ proptest! {
         let entities_json = entities.to_json();
         let source = bundle(&policy_text, &entities_json);
         let native = NativeBackend::load(&source, RequestLimits::default()).unwrap();
-        let component = shared_runtime().load_bundle(&source).unwrap();
+        let component = shared_runtime().load_bundle(native.bundle()).unwrap();
         let typed: Vec<_> = requests.iter().map(|spec| spec.to_request(true)).collect();
         let batch = component.authorize_batch(&typed);
         for ((spec, request), batched) in requests.iter().zip(&typed).zip(batch) {
@@ -410,5 +403,5 @@ proptest! {
 fn example_component() -> &'static cedar_edge_runtime::ComponentBackend {
     static BACKEND: std::sync::OnceLock<cedar_edge_runtime::ComponentBackend> =
         std::sync::OnceLock::new();
-    BACKEND.get_or_init(|| shared_runtime().load_bundle(&example_bundle()).unwrap())
+    BACKEND.get_or_init(|| shared_runtime().load_source(&example_bundle()).unwrap())
 }

@@ -8,14 +8,14 @@
 
 mod common;
 
-use cedar_edge_engine::{Attributes, Decision, EntityInput, RequestLimits, Value};
-use cedar_edge_runtime::{Backend, NativeBackend};
+use cedar_edge_core::{Attributes, Decision, EntityInput, RequestLimits, Value};
+use cedar_edge_core::{Backend, NativeBackend};
 use common::*;
 
 fn backends() -> (cedar_edge_runtime::ComponentBackend, NativeBackend) {
     let source = example_bundle();
     let component = shared_runtime()
-        .load_bundle(&source)
+        .load_source(&source)
         .expect("the bundle loads in the component");
     let native =
         NativeBackend::load(&source, RequestLimits::default()).expect("the bundle loads natively");

@@ -2,8 +2,10 @@
 //! is compiled (or read from the on-disk cache) once per process, however
 //! many bundles a command loads.
 
-use cedar_edge_engine::BundleSource;
-use cedar_edge_runtime::{Backend, ComponentRuntime, NativeBackend, RuntimeConfig, RuntimeError};
+use std::sync::Arc;
+
+use cedar_edge_core::{Backend, Bundle, BundleSource, NativeBackend};
+use cedar_edge_runtime::{ComponentRuntime, RuntimeConfig, RuntimeError};
 use clap::ValueEnum;
 
 /// Which engine decides.
@@ -52,15 +54,32 @@ impl Engines {
         self.choice
     }
 
-    /// Loads (and validates) one bundle.
-    pub fn load(&self, source: &BundleSource) -> Result<Box<dyn Backend>, RuntimeError> {
-        match &self.runtime {
-            Some(runtime) => Ok(Box::new(runtime.load_bundle(source)?)),
-            None => Ok(Box::new(NativeBackend::load(
-                source,
-                self.config.request_limits,
-            )?)),
-        }
+    /// Parses and validates one bundle, once, and loads it into the
+    /// chosen backend.
+    pub fn load(&self, source: &BundleSource) -> Result<LoadedBundle, RuntimeError> {
+        let bundle = Arc::new(Bundle::load(source, self.config.request_limits)?);
+        let backend: Box<dyn Backend> = match &self.runtime {
+            Some(runtime) => Box::new(runtime.load_bundle(&bundle)?),
+            None => Box::new(NativeBackend::new(Arc::clone(&bundle))),
+        };
+        Ok(LoadedBundle { bundle, backend })
+    }
+}
+
+/// A bundle loaded once: the parsed bundle (for listing its entities and
+/// policies) and the backend that decides with it.
+pub struct LoadedBundle {
+    /// The parsed, validated bundle.
+    pub bundle: Arc<Bundle>,
+    /// What decides.
+    pub backend: Box<dyn Backend>,
+}
+
+impl std::fmt::Debug for LoadedBundle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LoadedBundle")
+            .field("bundle_id", &self.bundle.id())
+            .finish_non_exhaustive()
     }
 }
 

@@ -1,7 +1,7 @@
 //! Request-scoped entities in Cedar's JSON entity format, as the CLI and the
 //! test suites accept them.
 
-use cedar_edge_engine::{Attributes, EntityInput, EntityUid};
+use cedar_edge_core::{Attributes, EntityInput, EntityUid};
 use serde::Deserialize;
 
 /// One entity in Cedar's JSON entity format.
@@ -22,14 +22,29 @@ pub struct EntityJson {
     pub tags: Option<serde_json::Value>,
 }
 
+/// Request entities that cannot be used, naming the file or the entity.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, miette::Diagnostic)]
+#[error("{message}")]
+#[diagnostic(code(cedar_edge::cli::entities))]
+pub struct EntitiesError {
+    /// What is wrong, and where.
+    pub message: String,
+}
+
+impl From<String> for EntitiesError {
+    fn from(message: String) -> Self {
+        Self { message }
+    }
+}
+
 impl EntityJson {
     /// The typed form the engine takes.
-    pub fn to_input(&self) -> Result<EntityInput, String> {
+    pub fn to_input(&self) -> Result<EntityInput, EntitiesError> {
         if self.tags.is_some() {
-            return Err(format!(
+            return Err(EntitiesError::from(format!(
                 "`{}`: entity tags are not supported in request entities",
                 self.uid
-            ));
+            )));
         }
         let attrs = if self.attrs.is_null() {
             Attributes::default()
@@ -46,7 +61,7 @@ impl EntityJson {
 }
 
 /// Reads a JSON array of entities from a file.
-pub fn read_entities_file(path: &std::path::Path) -> Result<Vec<EntityInput>, String> {
+pub fn read_entities_file(path: &std::path::Path) -> Result<Vec<EntityInput>, EntitiesError> {
     let text = std::fs::read_to_string(path)
         .map_err(|err| format!("cannot read `{}`: {err}", path.display()))?;
     let entities: Vec<EntityJson> =

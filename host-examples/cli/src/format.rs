@@ -3,7 +3,7 @@
 
 use std::path::{Path, PathBuf};
 
-use cedar_edge_engine::BundleSource;
+use cedar_edge_core::BundleSource;
 use cedar_policy_formatter::{Config, policies_str_to_pretty};
 
 /// The layout `cedar format` uses by default.

@@ -3,11 +3,11 @@
 //! modules, so a suite passes under `cargo test` exactly when it passes
 //! under `cedar-edge test`.
 
+pub mod diff;
 pub mod engines;
 pub mod entities;
 pub mod exit_codes;
 pub mod format;
-pub mod impact;
 pub mod lint;
 pub mod report;
 pub mod suite;

@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 
-use cedar_edge_engine::{Bundle, BundleSource, Diagnostic};
+use cedar_edge_core::{Bundle, BundleSource, Diagnostic};
 use cedar_policy::{
     ActionConstraint, Effect, Entities, EntityTypeName, EntityUid, Policy, PrincipalConstraint,
     ResourceConstraint, Schema, ValidationMode, ValidationWarning, Validator,

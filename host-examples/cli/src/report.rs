@@ -2,8 +2,8 @@
 
 use std::path::Path;
 
-use cedar_edge_engine::{BundleSource, Diagnostic};
-use miette::{LabeledSpan, MietteDiagnostic, NamedSource, Report, Severity};
+use cedar_edge_core::{BundleSource, Diagnostic, SourcedProblem};
+use miette::{MietteDiagnostic, Report, Severity};
 
 /// Prints each bundle problem as an error, with the lines around it.
 pub fn print_bundle_diagnostics(
@@ -28,31 +28,13 @@ pub fn render(
     severity: Severity,
     code: Option<&str>,
 ) -> String {
-    let mut report = MietteDiagnostic::new(diagnostic.message.clone()).with_severity(severity);
+    let mut problem = SourcedProblem::new(diagnostic, source, bundle_dir);
     if let Some(code) = code {
-        report = report.with_code(code);
+        problem = problem.with_kind(severity, code);
+    } else if severity != Severity::Error {
+        problem = problem.with_kind(severity, "cedar_edge::bundle::problem");
     }
-    if let Some(help) = &diagnostic.help {
-        report = report.with_help(help.clone());
-    }
-    let contents = source
-        .policies
-        .iter()
-        .chain(source.schema.iter())
-        .chain(source.entities.iter())
-        .chain(source.template_links.iter())
-        .find(|file| file.path == diagnostic.file)
-        .map(|file| file.contents.clone());
-    let name = bundle_dir.join(&diagnostic.file).display().to_string();
-    let report = match (contents, diagnostic.line) {
-        (Some(contents), line) if line > 0 => {
-            let start = diagnostic.offset as usize;
-            let span = LabeledSpan::at(start..start + diagnostic.length.max(1) as usize, "here");
-            Report::new(report.with_label(span)).with_source_code(NamedSource::new(name, contents))
-        }
-        _ => Report::new(report.with_help(format!("in `{name}`"))),
-    };
-    format!("{report:?}")
+    format!("{:?}", Report::new(problem))
 }
 
 /// Prints a usage problem: what was given and why it is wrong.

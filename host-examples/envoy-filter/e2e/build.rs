@@ -13,6 +13,8 @@ fn main() {
         inputs: &[
             "host-examples/envoy-filter/src",
             "host-examples/envoy-filter/Cargo.toml",
+            "engine/mapping/src",
+            "engine/mapping/Cargo.toml",
             "engine/core/src",
             "engine/core/Cargo.toml",
             "Cargo.toml",

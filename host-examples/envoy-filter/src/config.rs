@@ -1,48 +1,18 @@
-//! The plugin configuration, as JSON in Envoy's `configuration` field.
-//! Every struct refuses unknown keys, so a misspelt option fails
-//! `on_configure` instead of silently falling back to a default.
+//! The plugin configuration, as JSON in Envoy's `configuration` field: the
+//! bundle inline under `bundle`, and beside it the mapping
+//! (`cedar_edge_mapping::MappingConfig`). Every struct refuses unknown keys,
+//! so a misspelt option fails `on_configure` instead of silently falling
+//! back to a default.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
-use cedar_edge_engine::BundleSource;
+use cedar_edge_core::{Bundle, BundleFile, BundleSource, LoadError, RequestLimits};
+use cedar_edge_mapping::{Mapping, MappingConfig, MappingError};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-/// The whole plugin configuration.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct FilterConfig {
-    /// The policies, schema and entities.
-    pub bundle: BundleConfig,
-    /// Where the verified identity comes from and how it becomes a principal.
-    pub identity: IdentityConfig,
-    /// How method and path become an action and a resource.
-    pub routes: RoutesConfig,
-    /// Context attributes and where each comes from.
-    #[serde(default)]
-    pub context: Vec<ContextAttribute>,
-    /// Evaluate and log, but never block.
-    #[serde(default)]
-    pub shadow_mode: bool,
-    /// Put the determining policies in the JSON body of a 403.
-    #[serde(default)]
-    pub reasons_in_deny_body: bool,
-    /// Headers set on allowed requests, for the upstream.
-    #[serde(default)]
-    pub upstream_headers: UpstreamHeaders,
-    /// More client headers to remove before the request goes upstream.
-    #[serde(default)]
-    pub strip_headers: Vec<String>,
-    /// The longest header value the filter reads; longer ones deny.
-    #[serde(default = "default_max_header_bytes")]
-    pub max_header_bytes: usize,
-}
-
-fn default_max_header_bytes() -> usize {
-    8 * 1024
-}
-
-/// The bundle: inline files, or a packed bundle from `cedar-edge pack`.
+/// The bundle, every file inline.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct BundleConfig {
@@ -52,12 +22,12 @@ pub struct BundleConfig {
     /// The schema: Cedar schema text, or JSON schema text when its name ends in `.json`.
     #[serde(default)]
     pub schema: Option<NamedText>,
-    /// Static entities, as Cedar's entity JSON.
+    /// Static entities: the text of `entities.json`, or the same JSON inline.
     #[serde(default)]
-    pub entities: Option<serde_json::Value>,
-    /// Template links, as in `template-links.json`.
+    pub entities: Option<FileText>,
+    /// Template links: the text of `template-links.json`, or the same JSON inline.
     #[serde(default)]
-    pub template_links: Option<serde_json::Value>,
+    pub template_links: Option<FileText>,
 }
 
 /// A file's name and text.
@@ -70,220 +40,106 @@ pub struct NamedText {
     pub text: String,
 }
 
-/// Where the identity comes from.
+/// A JSON file of the bundle. As a string it is the file's exact text, so
+/// the bundle id equals the one every other host computes for the same
+/// directory (`cedar-edge envoy-config` writes it so); inline JSON is
+/// hashed as serialized here.
 #[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct IdentityConfig {
-    /// The claims' source inside Envoy (required there). Hosts that verify
-    /// tokens themselves, such as the gateway, leave it out.
-    #[serde(default)]
-    pub source: Option<ClaimsSource>,
-    /// Without claims: 401 when `true`; otherwise the request goes on with
-    /// `anonymous_principal`, if set, or is denied.
-    #[serde(default = "yes")]
-    pub required: bool,
-    /// The principal of requests without identity, when not required.
-    #[serde(default)]
-    pub anonymous_principal: Option<String>,
-    /// The principal's entity type, such as `Airflow::User`.
-    pub principal_type: String,
-    /// The claim whose value is the principal's id.
-    #[serde(default = "default_subject_claim")]
-    pub principal_id_claim: String,
-    /// Group claims → parent entities of the principal.
-    #[serde(default)]
-    pub groups: Option<GroupsMapping>,
-    /// Entity attribute → the claim it comes from.
-    #[serde(default)]
-    pub attributes: BTreeMap<String, ClaimRef>,
+#[serde(untagged)]
+pub enum FileText {
+    /// The file's text.
+    Text(String),
+    /// The file's JSON, inline.
+    Json(Value),
 }
 
-fn yes() -> bool {
-    true
-}
-
-fn default_subject_claim() -> String {
-    "sub".to_owned()
-}
-
-/// The verified claims' source.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(rename_all = "snake_case", deny_unknown_fields)]
-pub enum ClaimsSource {
-    /// The payload `jwt_authn` writes to dynamic metadata
-    /// (`payload_in_metadata`).
-    JwtMetadata {
-        /// The metadata namespace; `envoy.filters.http.jwt_authn` by default.
-        #[serde(default = "default_jwt_namespace")]
-        namespace: String,
-        /// The key set by `payload_in_metadata`.
-        key: String,
-    },
-    /// A header that a trusted filter in front of this one sets to the
-    /// base64url-encoded JSON claims (as `forward_payload_header` does).
-    Header {
-        /// The header's name.
-        name: String,
-    },
-}
-
-fn default_jwt_namespace() -> String {
-    "envoy.filters.http.jwt_authn".to_owned()
-}
-
-/// How group claims become parents.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct GroupsMapping {
-    /// The claim: a string or an array of strings.
-    pub claim: String,
-    /// The parents' entity type, such as `Airflow::GitlabGroup`.
-    pub entity_type: String,
-    /// Removed from the front of each group name, such as `/`.
-    #[serde(default)]
-    pub strip_prefix: String,
-}
-
-/// A claim, converted to a Cedar value.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ClaimRef {
-    /// The claim's name; `a.b` reads nested claims.
-    pub claim: String,
-    /// The Cedar type; by default the JSON type decides.
-    #[serde(default, rename = "as")]
-    pub as_type: Option<ValueType>,
-    /// The value when the claim is absent; without one, absence denies.
-    #[serde(default)]
-    pub default: Option<serde_json::Value>,
-}
-
-/// A Cedar type a raw value converts to.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum ValueType {
-    /// A string.
-    String,
-    /// A 64-bit integer.
-    Long,
-    /// `true` or `false`.
-    Bool,
-    /// An `ipaddr`.
-    Ip,
-    /// A set of strings.
-    StringSet,
-}
-
-/// The route table.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RoutesConfig {
-    /// The action entity type, such as `Airflow::Action`.
-    pub action_type: String,
-    /// Routes, tried in order; the first whose path matches decides.
-    pub routes: Vec<RouteConfig>,
-}
-
-/// One route.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RouteConfig {
-    /// A path template: `/api/v1/dags/{dag_id}/dagRuns`; `{name}` matches
-    /// one segment, a final `{name*}` matches the rest.
-    pub path: String,
-    /// HTTP method → action id; `*` matches any other method.
-    pub methods: BTreeMap<String, String>,
-    /// The resource, such as `{"type": "Airflow::Dag", "id": "{dag_id}"}`.
-    pub resource: ResourceTemplate,
-}
-
-/// A resource uid with `{name}` placeholders filled from the path.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ResourceTemplate {
-    /// The entity type.
-    #[serde(rename = "type")]
-    pub type_name: String,
-    /// The id, with placeholders.
-    pub id: String,
-}
-
-/// One context attribute.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ContextAttribute {
-    /// The attribute's name in `context`.
-    pub name: String,
-    /// Where its value comes from.
-    pub from: ContextSource,
-    /// The Cedar type of a header's or claim's value.
-    #[serde(default, rename = "as")]
-    pub as_type: Option<ValueType>,
-    /// The value when the source is absent; without one, absence denies.
-    #[serde(default)]
-    pub default: Option<serde_json::Value>,
-}
-
-/// Where a context value comes from.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(rename_all = "snake_case", deny_unknown_fields)]
-pub enum ContextSource {
-    /// The downstream address, as an `ipaddr`.
-    SourceAddress,
-    /// Seconds since the epoch, as a `Long`.
-    RequestTime,
-    /// Seconds since the token's `iat` claim, as a `Long`.
-    TokenAge,
-    /// The mTLS peer's URI SAN, as a string (empty without mTLS).
-    PeerIdentity,
-    /// The HTTP method.
-    Method,
-    /// The path, without the query string.
-    Path,
-    /// A request header.
-    Header(String),
-    /// A claim.
-    Claim(String),
-    /// Whether a claim (a string or an array) contains a value, as a `Bool`.
-    ClaimContains {
-        /// The claim.
-        claim: String,
-        /// The value looked for.
-        value: String,
-    },
-}
-
-/// Headers set for the upstream on allow.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct UpstreamHeaders {
-    /// Carries the verified principal uid.
-    #[serde(default = "default_principal_header")]
-    pub principal: String,
-    /// Carries the decision id.
-    #[serde(default = "default_decision_header")]
-    pub decision_id: String,
-}
-
-impl Default for UpstreamHeaders {
-    fn default() -> Self {
-        Self {
-            principal: default_principal_header(),
-            decision_id: default_decision_header(),
+impl FileText {
+    fn text(&self) -> String {
+        match self {
+            Self::Text(text) => text.clone(),
+            Self::Json(json) => json.to_string(),
         }
     }
 }
 
-fn default_principal_header() -> String {
-    "x-cedar-principal".to_owned()
+impl BundleConfig {
+    /// The bundle as files, named as in a bundle directory.
+    pub fn source(&self) -> BundleSource {
+        let file = |path: &str, contents: String| BundleFile {
+            path: path.to_owned(),
+            contents,
+        };
+        BundleSource {
+            policies: self
+                .policies
+                .iter()
+                .map(|(name, text)| file(name, text.clone()))
+                .collect(),
+            schema: self
+                .schema
+                .as_ref()
+                .map(|schema| file(&schema.name, schema.text.clone())),
+            entities: self
+                .entities
+                .as_ref()
+                .map(|entities| file("entities.json", entities.text())),
+            template_links: self
+                .template_links
+                .as_ref()
+                .map(|links| file("template-links.json", links.text())),
+            prepared_schema_json: None,
+        }
+    }
 }
 
-fn default_decision_header() -> String {
-    "x-cedar-decision-id".to_owned()
+/// Why a plugin configuration cannot be used.
+#[derive(Debug, thiserror::Error, miette::Diagnostic)]
+pub enum ConfigError {
+    /// Not JSON, or not the configuration's shape.
+    #[error("invalid cedar-edge configuration: {0}")]
+    #[diagnostic(code(cedar_edge::envoy::config))]
+    Shape(String),
+    /// The inline bundle did not load; the mapping's own problems are
+    /// listed with it.
+    #[error("invalid cedar-edge configuration: {error}{}", mapping_problems.iter().map(|problem| format!("\n  {problem}")).collect::<String>())]
+    #[diagnostic(code(cedar_edge::envoy::bundle))]
+    Bundle {
+        /// Why the bundle did not load.
+        error: LoadError,
+        /// Problems of the mapping found without the bundle.
+        mapping_problems: Vec<String>,
+    },
+    /// The mapping does not fit the bundle.
+    #[error(transparent)]
+    #[diagnostic(transparent)]
+    Mapping(#[from] MappingError),
 }
 
-/// The `bundle` section for a bundle read from disk: every file inline.
-pub fn inline_bundle(source: &BundleSource) -> Result<Value, serde_json::Error> {
+/// Parses a plugin configuration, loads and validates its bundle once, and
+/// builds the mapping over it.
+pub fn load(bytes: &[u8]) -> Result<Mapping, ConfigError> {
+    let mut config: Value =
+        serde_json::from_slice(bytes).map_err(|err| ConfigError::Shape(err.to_string()))?;
+    let bundle_json = config
+        .as_object_mut()
+        .and_then(|object| object.remove("bundle"))
+        .ok_or_else(|| ConfigError::Shape("missing field `bundle`".to_owned()))?;
+    let bundle: BundleConfig = serde_json::from_value(bundle_json)
+        .map_err(|err| ConfigError::Shape(format!("`bundle`: {err}")))?;
+    let mapping: MappingConfig =
+        serde_json::from_value(config).map_err(|err| ConfigError::Shape(err.to_string()))?;
+    let bundle = Bundle::load(&bundle.source(), RequestLimits::default()).map_err(|error| {
+        ConfigError::Bundle {
+            mapping_problems: mapping.problems_without_bundle(),
+            error,
+        }
+    })?;
+    Ok(Mapping::new(mapping, Arc::new(bundle))?)
+}
+
+/// The `bundle` section for a bundle read from disk: every file inline,
+/// JSON files as their exact text.
+pub fn inline_bundle(source: &BundleSource) -> Value {
     let policies: serde_json::Map<String, Value> = source
         .policies
         .iter()
@@ -298,24 +154,18 @@ pub fn inline_bundle(source: &BundleSource) -> Result<Value, serde_json::Error> 
         );
     }
     if let Some(entities) = &source.entities {
-        bundle.insert(
-            "entities".to_owned(),
-            serde_json::from_str(&entities.contents)?,
-        );
+        bundle.insert("entities".to_owned(), json!(entities.contents));
     }
     if let Some(links) = &source.template_links {
-        bundle.insert(
-            "template_links".to_owned(),
-            serde_json::from_str(&links.contents)?,
-        );
+        bundle.insert("template_links".to_owned(), json!(links.contents));
     }
-    Ok(Value::Object(bundle))
+    Value::Object(bundle)
 }
 
 /// A plugin configuration: the mapping (a JSON object) with the bundle
 /// inline under `bundle`.
-pub fn plugin_config(source: &BundleSource, mapping: &Value) -> Result<Value, serde_json::Error> {
+pub fn plugin_config(source: &BundleSource, mapping: &Value) -> Value {
     let mut config = mapping.as_object().cloned().unwrap_or_default();
-    config.insert("bundle".to_owned(), inline_bundle(source)?);
-    Ok(Value::Object(config))
+    config.insert("bundle".to_owned(), inline_bundle(source));
+    Value::Object(config)
 }

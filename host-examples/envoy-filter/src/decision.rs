@@ -1,22 +1,21 @@
 //! What the filter writes: the 403 and 401 bodies and the one decision log
-//! line per request. Tokens and claims never appear; only uids, policy ids
-//! and reasons do.
+//! line per request (the shared decision record, plus `shadow`). Tokens and
+//! claims never appear; only uids, policy ids and reasons do.
 
-use serde_json::json;
-
-use crate::mapping::{Outcome, Verdict};
+use cedar_edge_mapping::{DecisionRecord, MappedDecision, Verdict};
+use serde_json::{Value, json};
 
 /// The JSON body of a 401 or 403.
-pub fn refusal_body(outcome: &Outcome, decision_id: &str, with_reasons: bool) -> String {
+pub fn refusal_body(decision: &MappedDecision, decision_id: &str, with_reasons: bool) -> String {
     let mut body = json!({
-        "decision": match outcome.verdict {
+        "decision": match decision.verdict {
             Verdict::Unauthenticated => "unauthenticated",
             Verdict::Allow | Verdict::Deny => "deny",
         },
         "decision_id": decision_id,
     });
     if let (true, Some(object)) = (with_reasons, body.as_object_mut()) {
-        let reasons = outcome
+        let reasons = decision
             .response
             .as_ref()
             .map(|response| response.determining_policies.clone())
@@ -27,26 +26,13 @@ pub fn refusal_body(outcome: &Outcome, decision_id: &str, with_reasons: bool) ->
 }
 
 /// The decision log line: one JSON object per request.
-pub fn log_line(outcome: &Outcome, decision_id: &str, bundle_id: &str, shadow: bool) -> String {
-    let request = outcome.request.as_ref();
-    let response = outcome.response.as_ref();
-    json!({
-        "decision_id": decision_id,
-        "decision": match outcome.verdict {
-            Verdict::Allow => "allow",
-            Verdict::Deny => "deny",
-            Verdict::Unauthenticated => "unauthenticated",
-        },
-        "shadow": shadow,
-        "principal": request.map(|request| request.principal.to_string()),
-        "action": request.map(|request| request.action.to_string()),
-        "resource": request.map(|request| request.resource.to_string()),
-        "determining_policies": response.map(|response| response.determining_policies.clone()).unwrap_or_default(),
-        "errors": response.map(|response| {
-            response.errors.iter().map(|error| format!("{}: {}", error.policy_id, error.message)).collect::<Vec<_>>()
-        }).unwrap_or_default(),
-        "refusal": outcome.error,
-        "bundle_id": bundle_id,
-    })
-    .to_string()
+pub fn log_line(
+    decision: &MappedDecision,
+    decision_id: &str,
+    bundle_id: &str,
+    shadow: bool,
+) -> String {
+    let mut record = DecisionRecord::of(decision, decision_id, bundle_id).to_json();
+    record.insert("shadow".to_owned(), Value::Bool(shadow));
+    Value::Object(record).to_string()
 }

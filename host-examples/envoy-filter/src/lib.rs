@@ -3,13 +3,12 @@
 //! components).
 //!
 //! The root context parses the configuration and loads the bundle once per
-//! VM ([`mapping::Filter::from_json`]); each request is only mapped and
-//! evaluated ([`mapping::Filter::decide`]). Everything but the host calls is
-//! plain Rust, tested natively.
+//! VM ([`config::load`]); each request is only mapped and evaluated by the
+//! shared `cedar-edge-mapping` crate. Everything but the host calls is plain
+//! Rust, tested natively.
 
 pub mod config;
 pub mod decision;
-pub mod mapping;
 pub mod protobuf;
 
 #[cfg(target_arch = "wasm32")]

@@ -1,5 +1,5 @@
 //! The proxy-wasm glue: only host calls and bookkeeping live here; every
-//! decision is made by [`crate::mapping::Filter`].
+//! decision is made by the shared [`cedar_edge_mapping::Mapping`].
 //!
 //! No callback panics on its own account: host calls that can fail are
 //! handled, and a missing configuration or value denies.
@@ -12,9 +12,10 @@ use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::{Action, ContextType, LogLevel, MapType, MetricType};
 
-use crate::config::ClaimsSource;
+use cedar_edge_mapping::config::ClaimsSource;
+use cedar_edge_mapping::{Claims, HttpRequest, Mapping, Verdict, claims_from_header};
+
 use crate::decision::{log_line, refusal_body};
-use crate::mapping::{Claims, Filter, HttpRequest, Verdict, claims_from_header};
 use crate::protobuf::filter_metadata;
 
 proxy_wasm::main! {{
@@ -49,7 +50,7 @@ impl Counters {
 
 #[derive(Default)]
 struct Root {
-    filter: Option<Rc<Filter>>,
+    mapping: Option<Rc<Mapping>>,
     counters: Counters,
     next_id: Cell<u64>,
 }
@@ -73,29 +74,29 @@ impl RootContext for Root {
                 return false;
             }
         };
-        match Filter::from_json(&bytes) {
-            Ok(filter) if filter.config.identity.source.is_none() => {
+        match crate::config::load(&bytes) {
+            Ok(mapping) if mapping.config().identity.source.is_none() => {
                 log(
                     LogLevel::Error,
                     "cedar-edge: invalid cedar-edge configuration: `identity.source` is required in Envoy",
                 );
                 false
             }
-            Ok(filter) => {
+            Ok(mapping) => {
                 log(
                     LogLevel::Info,
                     &format!(
                         "cedar-edge: loaded bundle {} with {} policies{}",
-                        filter.bundle.id(),
-                        filter.bundle.policy_ids().len(),
-                        if filter.config.shadow_mode {
+                        mapping.bundle().id(),
+                        mapping.bundle().policy_ids().len(),
+                        if mapping.config().shadow_mode {
                             " in shadow mode"
                         } else {
                             ""
                         }
                     ),
                 );
-                self.filter = Some(Rc::new(filter));
+                self.mapping = Some(Rc::new(mapping));
                 true
             }
             Err(err) => {
@@ -109,7 +110,7 @@ impl RootContext for Root {
         let sequence = self.next_id.get().wrapping_add(1);
         self.next_id.set(sequence);
         Some(Box::new(Request {
-            filter: self.filter.clone(),
+            mapping: self.mapping.clone(),
             counters: self.counters,
             fallback_id: format!("cedar-{context_id}-{sequence}"),
         }))
@@ -121,7 +122,7 @@ impl RootContext for Root {
 }
 
 struct Request {
-    filter: Option<Rc<Filter>>,
+    mapping: Option<Rc<Mapping>>,
     counters: Counters,
     fallback_id: String,
 }
@@ -130,7 +131,7 @@ impl Context for Request {}
 
 impl HttpContext for Request {
     fn on_http_request_headers(&mut self, _headers: usize, _end_of_stream: bool) -> Action {
-        let Some(filter) = self.filter.clone() else {
+        let Some(mapping) = self.mapping.clone() else {
             // Unconfigured: fail closed.
             Counters::bump(self.counters.errors);
             respond(
@@ -139,41 +140,42 @@ impl HttpContext for Request {
             );
             return Action::Pause;
         };
-        let http = read_request(&filter);
+        let http = read_request(&mapping);
         let decision_id = header_text(&http.headers, "x-request-id")
             .filter(|id| !id.is_empty() && id.len() <= 128)
             .unwrap_or_else(|| self.fallback_id.clone());
-        let outcome = filter.decide(&http);
-        let shadow = filter.config.shadow_mode;
+        let decision = mapping.decide(&http);
+        let config = mapping.config();
+        let shadow = config.shadow_mode;
         log(
             LogLevel::Info,
-            &log_line(&outcome, &decision_id, filter.bundle.id(), shadow),
+            &log_line(&decision, &decision_id, mapping.bundle().id(), shadow),
         );
-        if outcome.error.is_some() {
+        if decision.refusal.is_some() {
             Counters::bump(self.counters.errors);
         }
-        strip_identity_headers(&filter);
-        match outcome.verdict {
+        strip_identity_headers(&mapping);
+        match decision.verdict {
             Verdict::Allow => {
                 Counters::bump(self.counters.allowed);
-                if let Some(request) = &outcome.request {
+                if let Some(request) = &decision.request {
                     set_header(
-                        &filter.config.upstream_headers.principal,
+                        &config.upstream_headers.principal,
                         &request.principal.to_string(),
                     );
                 }
-                set_header(&filter.config.upstream_headers.decision_id, &decision_id);
+                set_header(&config.upstream_headers.decision_id, &decision_id);
                 Action::Continue
             }
             Verdict::Deny | Verdict::Unauthenticated if shadow => {
                 Counters::bump(self.counters.shadow_denied);
-                set_header(&filter.config.upstream_headers.decision_id, &decision_id);
+                set_header(&config.upstream_headers.decision_id, &decision_id);
                 Action::Continue
             }
             Verdict::Deny | Verdict::Unauthenticated => {
                 Counters::bump(self.counters.denied);
-                let body = refusal_body(&outcome, &decision_id, filter.config.reasons_in_deny_body);
-                if outcome.verdict == Verdict::Unauthenticated {
+                let body = refusal_body(&decision, &decision_id, config.reasons_in_deny_body);
+                if decision.verdict == Verdict::Unauthenticated {
                     respond_with(401, &body, &[("www-authenticate", "Bearer")]);
                 } else {
                     respond(403, &body);
@@ -184,10 +186,10 @@ impl HttpContext for Request {
     }
 }
 
-fn read_request(filter: &Filter) -> HttpRequest {
+fn read_request(mapping: &Mapping) -> HttpRequest {
     let headers: Vec<(String, Vec<u8>)> =
         hostcalls::get_map_bytes(MapType::HttpRequestHeaders).unwrap_or_default();
-    let claims = match &filter.config.identity.source {
+    let claims = match &mapping.config().identity.source {
         None => Claims::Invalid("`identity.source` is not configured".to_owned()),
         Some(ClaimsSource::JwtMetadata { namespace, key }) => {
             // The whole dynamic metadata comes back as one serialized
@@ -244,12 +246,8 @@ fn header_text(headers: &[(String, Vec<u8>)], name: &str) -> Option<String> {
 
 /// Client-sent copies of the headers this filter sets, and of any header
 /// the configuration names, never reach the upstream.
-fn strip_identity_headers(filter: &Filter) {
-    let upstream = &filter.config.upstream_headers;
-    let names = [upstream.principal.as_str(), upstream.decision_id.as_str()]
-        .into_iter()
-        .chain(filter.config.strip_headers.iter().map(String::as_str));
-    for name in names {
+fn strip_identity_headers(mapping: &Mapping) {
+    for name in mapping.protected_headers() {
         let _ = hostcalls::remove_map_value(MapType::HttpRequestHeaders, name);
     }
 }

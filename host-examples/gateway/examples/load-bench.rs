@@ -9,10 +9,10 @@
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use cedar_edge_envoy_e2e::envoy::free_port;
-use cedar_edge_envoy_e2e::jwt::{Issuer, now};
-use cedar_edge_envoy_e2e::load::compare;
-use cedar_edge_envoy_e2e::{http, repo, upstream};
+use cedar_edge_testkit::free_port;
+use cedar_edge_testkit::jwt::{Issuer, now};
+use cedar_edge_testkit::load::compare;
+use cedar_edge_testkit::{http, repo, upstream};
 use serde_json::json;
 
 const PATH: &str = "/api/v1/dags/etl_daily/dagRuns";

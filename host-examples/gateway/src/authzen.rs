@@ -3,7 +3,7 @@
 
 use std::str::FromStr;
 
-use cedar_edge_engine::{Attributes, ContextInput, EntityInput, EntityUid, Request};
+use cedar_edge_core::{Attributes, ContextInput, EntityInput, EntityUid, Request};
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
 

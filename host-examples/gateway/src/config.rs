@@ -6,6 +6,8 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
+use crate::error::GatewayError;
+
 /// The whole configuration.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -14,8 +16,8 @@ pub struct GatewayConfig {
     pub listen: SocketAddr,
     /// The bundle directory; watched for changes.
     pub bundle: PathBuf,
-    /// The claims → entities and route → action/resource mapping, in the
-    /// Envoy filter's form (JSON), without `bundle`.
+    /// The claims → entities and route → action/resource mapping (JSON), the
+    /// same form the Envoy filter reads beside its bundle.
     pub mapping: PathBuf,
     /// `component` (default) or `native`.
     #[serde(default)]
@@ -99,11 +101,15 @@ pub struct IssuerConfig {
 impl GatewayConfig {
     /// Reads a configuration file; relative paths in it are relative to
     /// the file's folder.
-    pub fn read(path: &Path) -> anyhow::Result<Self> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|err| anyhow::anyhow!("cannot read `{}`: {err}", path.display()))?;
-        let mut config: Self = serde_yaml::from_str(&text)
-            .map_err(|err| anyhow::anyhow!("`{}`: {err}", path.display()))?;
+    pub fn read(path: &Path) -> Result<Self, GatewayError> {
+        let text = std::fs::read_to_string(path).map_err(|err| GatewayError::Read {
+            path: path.to_owned(),
+            message: err.to_string(),
+        })?;
+        let mut config: Self = serde_yaml::from_str(&text).map_err(|err| GatewayError::Config {
+            path: path.to_owned(),
+            message: err.to_string(),
+        })?;
         let base = path.parent().unwrap_or(Path::new("."));
         let resolve = |relative: &Path| base.join(relative);
         config.bundle = resolve(&config.bundle);
@@ -118,31 +124,34 @@ impl GatewayConfig {
         Ok(config)
     }
 
-    fn check(&self) -> anyhow::Result<()> {
+    fn check(&self) -> Result<(), GatewayError> {
         for route in &self.routes {
             if !self.upstreams.contains_key(&route.upstream) {
-                anyhow::bail!(
+                return Err(GatewayError::Field(format!(
                     "`routes`: prefix `{}` names the unknown upstream `{}`",
-                    route.prefix,
-                    route.upstream
-                );
+                    route.prefix, route.upstream
+                )));
             }
         }
         for (name, url) in &self.upstreams {
             if !url.starts_with("http://") {
-                anyhow::bail!("`upstreams.{name}`: `{url}` is not an http:// URL");
+                return Err(GatewayError::Field(format!(
+                    "`upstreams.{name}`: `{url}` is not an http:// URL"
+                )));
             }
         }
         for issuer in &self.issuers {
             if issuer.jwks_file.is_none() == issuer.jwks_url.is_none() {
-                anyhow::bail!(
+                return Err(GatewayError::Field(format!(
                     "`issuers`: `{}` needs exactly one of `jwks_file` and `jwks_url`",
                     issuer.issuer
-                );
+                )));
             }
         }
         if self.issuers.is_empty() {
-            anyhow::bail!("`issuers` is empty: no token could ever be verified");
+            return Err(GatewayError::Field(
+                "`issuers` is empty: no token could ever be verified".to_owned(),
+            ));
         }
         Ok(())
     }

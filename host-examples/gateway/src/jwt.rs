@@ -56,12 +56,16 @@ impl Verifier {
         issuers: &[IssuerConfig],
         leeway_seconds: u64,
         metrics: Arc<Metrics>,
-    ) -> anyhow::Result<Self> {
+    ) -> Result<Self, crate::error::GatewayError> {
         let mut loaded = Vec::new();
         for issuer in issuers {
-            let keys = fetch_keys(issuer)
-                .await
-                .map_err(|err| anyhow::anyhow!("issuer `{}`: {err}", issuer.issuer))?;
+            let keys =
+                fetch_keys(issuer)
+                    .await
+                    .map_err(|message| crate::error::GatewayError::Issuer {
+                        issuer: issuer.issuer.clone(),
+                        message,
+                    })?;
             loaded.push(Mutex::new(IssuerKeys {
                 config: issuer.clone(),
                 keys,

@@ -6,6 +6,7 @@
 pub mod audit;
 pub mod authzen;
 pub mod config;
+pub mod error;
 pub mod jwt;
 pub mod metrics;
 pub mod proxy;
@@ -25,9 +26,10 @@ use tokio::net::TcpListener;
 
 use crate::audit::AuditLog;
 use crate::config::GatewayConfig;
+use crate::error::GatewayError;
 use crate::metrics::Metrics;
 use crate::server::Gateway;
-use crate::state::Engine;
+use crate::state::BundleSlot;
 
 /// How long in-flight requests may take to finish after a shutdown signal.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
@@ -47,29 +49,34 @@ pub async fn run(
     listener: TcpListener,
     shutdown: impl Future<Output = ()>,
     mut reload: tokio::sync::mpsc::Receiver<()>,
-) -> anyhow::Result<RunSummary> {
+) -> Result<RunSummary, GatewayError> {
     let metrics = Arc::new(Metrics::default());
-    let mapping: serde_json::Value = serde_json::from_str(
-        &std::fs::read_to_string(&config.mapping)
-            .map_err(|err| anyhow::anyhow!("cannot read `{}`: {err}", config.mapping.display()))?,
-    )
-    .map_err(|err| anyhow::anyhow!("`{}`: {err}", config.mapping.display()))?;
-    let engine = {
+    let mapping_text =
+        std::fs::read_to_string(&config.mapping).map_err(|err| GatewayError::Read {
+            path: config.mapping.clone(),
+            message: err.to_string(),
+        })?;
+    let mapping = serde_json::from_str(&mapping_text).map_err(|err| GatewayError::Config {
+        path: config.mapping.clone(),
+        message: err.to_string(),
+    })?;
+    let bundles = {
         let (dir, backend, metrics) = (config.bundle.clone(), config.backend, Arc::clone(&metrics));
         Arc::new(
-            tokio::task::spawn_blocking(move || Engine::start(dir, mapping, backend, metrics))
-                .await??,
+            tokio::task::spawn_blocking(move || BundleSlot::start(dir, mapping, backend, metrics))
+                .await
+                .map_err(|err| GatewayError::Task(err.to_string()))??,
         )
     };
     let verifier =
         jwt::Verifier::new(&config.issuers, config.leeway_seconds, Arc::clone(&metrics)).await?;
     let (audit, audit_writer) = AuditLog::open(&config.audit_log).await?;
-    tracing::info!(listen = %config.listen, bundle_id = %engine.active().bundle_id, "gateway started");
+    tracing::info!(listen = %config.listen, bundle_id = %bundles.serving().bundle_id(), "gateway started");
 
     let poll = Duration::from_millis(config.reload_poll_ms.max(50));
     let gateway = Arc::new(Gateway {
         config,
-        engine: Arc::clone(&engine),
+        bundles: Arc::clone(&bundles),
         verifier,
         client: proxy::upstream_client(),
         audit,
@@ -88,9 +95,9 @@ pub async fn run(
                 Some(()) = reload.recv() => {}
                 _ = reload_stopped.changed() => break,
             }
-            let engine = Arc::clone(&engine);
+            let bundles = Arc::clone(&bundles);
             // Loading compiles nothing but still takes milliseconds: off the reactor.
-            let _ = tokio::task::spawn_blocking(move || engine.reload()).await;
+            let _ = tokio::task::spawn_blocking(move || bundles.reload()).await;
         }
     });
 

@@ -9,30 +9,7 @@ const BUCKETS_US: [u64; 12] = [
     50, 100, 250, 500, 1_000, 2_500, 5_000, 10_000, 25_000, 50_000, 100_000, 250_000,
 ];
 
-/// A decision's outcome, for counting.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Outcome {
-    /// Allowed.
-    Allow,
-    /// Denied by the policies.
-    Deny,
-    /// Denied because something failed.
-    Error,
-    /// Refused for lack of a valid token.
-    Unauthenticated,
-}
-
-impl Outcome {
-    /// The label value.
-    pub fn label(self) -> &'static str {
-        match self {
-            Self::Allow => "allow",
-            Self::Deny => "deny",
-            Self::Error => "error",
-            Self::Unauthenticated => "unauthenticated",
-        }
-    }
-}
+pub use cedar_edge_mapping::DecisionKind;
 
 /// Every metric.
 #[derive(Debug, Default)]
@@ -50,13 +27,11 @@ pub struct Metrics {
 
 impl Metrics {
     /// Counts a decision and its latency.
-    pub fn decision(&self, outcome: Outcome, micros: u64) {
-        let index = match outcome {
-            Outcome::Allow => 0,
-            Outcome::Deny => 1,
-            Outcome::Error => 2,
-            Outcome::Unauthenticated => 3,
-        };
+    pub fn decision(&self, kind: DecisionKind, micros: u64) {
+        let index = DecisionKind::ALL
+            .iter()
+            .position(|known| *known == kind)
+            .unwrap_or(0);
         if let Some(counter) = self.decisions.get(index) {
             counter.fetch_add(1, Ordering::Relaxed);
         }
@@ -101,19 +76,11 @@ impl Metrics {
         let mut out = String::new();
         let get = |counter: &AtomicU64| counter.load(Ordering::Relaxed);
         out.push_str("# HELP cedar_edge_decisions_total Decisions by outcome.\n# TYPE cedar_edge_decisions_total counter\n");
-        for (outcome, counter) in [
-            Outcome::Allow,
-            Outcome::Deny,
-            Outcome::Error,
-            Outcome::Unauthenticated,
-        ]
-        .iter()
-        .zip(&self.decisions)
-        {
+        for (kind, counter) in DecisionKind::ALL.iter().zip(&self.decisions) {
             let _ = writeln!(
                 out,
                 "cedar_edge_decisions_total{{outcome=\"{}\"}} {}",
-                outcome.label(),
+                kind.label(),
                 get(counter)
             );
         }

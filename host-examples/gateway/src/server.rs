@@ -8,9 +8,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
-use cedar_edge_engine::{Request, Response as Decision};
-use cedar_edge_envoy_filter::mapping::{Claims, HttpRequest, Refusal};
-use cedar_edge_runtime::deny_for;
+use cedar_edge_core::{Request, Response as Decision};
+use cedar_edge_mapping::{Claims, DecisionKind, DecisionRecord, HttpRequest, Refusal};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use hyper::header::{HeaderName, HeaderValue};
@@ -21,9 +20,9 @@ use crate::audit::{AuditLog, redact};
 use crate::authzen::{self, Evaluation, Evaluations, Names};
 use crate::config::GatewayConfig;
 use crate::jwt::Verifier;
-use crate::metrics::{Metrics, Outcome};
+use crate::metrics::Metrics;
 use crate::proxy::{Body, UpstreamClient, full};
-use crate::state::{Active, Engine};
+use crate::state::{BundleSlot, LoadedBundle};
 
 /// The largest AuthZEN request body read.
 const MAX_API_BODY: usize = 1024 * 1024;
@@ -31,7 +30,7 @@ const MAX_API_BODY: usize = 1024 * 1024;
 /// Everything a request handler needs.
 pub struct Gateway {
     pub(crate) config: GatewayConfig,
-    pub(crate) engine: Arc<Engine>,
+    pub(crate) bundles: Arc<BundleSlot>,
     pub(crate) verifier: Verifier,
     pub(crate) client: UpstreamClient,
     pub(crate) audit: AuditLog,
@@ -75,10 +74,10 @@ impl Gateway {
     }
 
     fn healthz(&self) -> Response<Body> {
-        let active = self.engine.active();
+        let serving = self.bundles.serving();
         json_response(
             StatusCode::OK,
-            &json!({"status": "ok", "bundle_id": active.bundle_id}),
+            &json!({"status": "ok", "bundle_id": serving.bundle_id()}),
         )
     }
 
@@ -102,16 +101,13 @@ impl Gateway {
     async fn proxy(&self, request: HttpReq<Incoming>, peer: SocketAddr) -> Response<Body> {
         let started = Instant::now();
         let decision_id = self.next_decision_id();
-        let active = self.engine.active();
+        let active = self.bundles.serving();
         let (mut parts, body) = request.into_parts();
         // Client-sent identity headers never reach an upstream.
-        let upstream_headers = &active.filter.config.upstream_headers;
-        for name in [&upstream_headers.principal, &upstream_headers.decision_id]
-            .into_iter()
-            .chain(&active.filter.config.strip_headers)
-        {
-            parts.headers.remove(name.as_str());
+        for name in active.mapping.protected_headers() {
+            parts.headers.remove(name);
         }
+        let upstream_headers = &active.mapping.config().upstream_headers;
         let Some((upstream, _)) = self.upstream_for(parts.uri.path()) else {
             return json_response(StatusCode::NOT_FOUND, &json!({"error": "no route"}));
         };
@@ -123,35 +119,33 @@ impl Gateway {
         let claims = match claims {
             Ok(claims) => claims,
             Err(reason) => {
-                self.audit_decision(
-                    &decision_id,
-                    None,
-                    None,
-                    Outcome::Unauthenticated,
-                    &active,
-                    started,
-                    None,
-                    Some(&reason),
-                );
+                let record = DecisionRecord {
+                    decision_id: &decision_id,
+                    kind: DecisionKind::Unauthenticated,
+                    request: None,
+                    response: None,
+                    refusal: Some(&reason),
+                    bundle_id: active.bundle_id(),
+                };
+                self.audit_decision(&record, started, None);
                 return unauthorized(&reason);
             }
         };
-        let (outcome, cedar_request, decision) = if self.config.authorization {
+        let (kind, cedar_request, decision) = if self.config.authorization {
             self.decide(&active, &parts, peer, &claims).await
         } else {
-            (Outcome::Allow, None, None)
+            (DecisionKind::Allow, None, None)
         };
-        self.audit_decision(
-            &decision_id,
-            cedar_request.as_ref(),
-            decision.as_ref(),
-            outcome,
-            &active,
-            started,
-            Some(&claims),
-            None,
-        );
-        if outcome != Outcome::Allow {
+        let record = DecisionRecord {
+            decision_id: &decision_id,
+            kind,
+            request: cedar_request.as_ref(),
+            response: decision.as_ref(),
+            refusal: None,
+            bundle_id: active.bundle_id(),
+        };
+        self.audit_decision(&record, started, Some(&claims));
+        if kind != DecisionKind::Allow {
             return json_response(
                 StatusCode::FORBIDDEN,
                 &json!({"decision": "deny", "decision_id": decision_id}),
@@ -198,11 +192,11 @@ impl Gateway {
     /// Maps and decides; every failure is a deny.
     async fn decide(
         &self,
-        active: &Active,
+        active: &LoadedBundle,
         parts: &hyper::http::request::Parts,
         peer: SocketAddr,
         claims: &Map<String, Value>,
-    ) -> (Outcome, Option<Request>, Option<Decision>) {
+    ) -> (DecisionKind, Option<Request>, Option<Decision>) {
         let http = HttpRequest {
             method: parts.method.as_str().to_owned(),
             path: parts
@@ -219,36 +213,24 @@ impl Gateway {
             now_seconds: now_seconds(),
             claims: Claims::Present(claims.clone()),
         };
-        let request = match active.filter.map(&http) {
+        let request = match active.mapping.map(&http) {
             Ok(request) => request,
-            Err(Refusal::NoIdentity) => return (Outcome::Unauthenticated, None, None),
+            Err(Refusal::NoIdentity) => return (DecisionKind::Unauthenticated, None, None),
             Err(Refusal::Invalid(reason)) => {
-                let decision = Decision {
-                    decision: cedar_edge_engine::Decision::Deny,
-                    determining_policies: Vec::new(),
-                    errors: vec![cedar_edge_engine::PolicyError {
-                        policy_id: String::new(),
-                        message: reason,
-                    }],
-                    bundle_id: active.bundle_id.clone(),
-                };
-                return (Outcome::Error, None, Some(decision));
+                let decision = Decision::denied_by_error(reason, active.bundle_id());
+                return (DecisionKind::Error, None, Some(decision));
             }
         };
-        match active.backend.authorize_async(&request).await {
-            Ok(decision) => {
-                let outcome = if decision.is_allowed() {
-                    Outcome::Allow
-                } else {
-                    Outcome::Deny
-                };
-                (outcome, Some(request), Some(decision))
-            }
-            Err(err) => {
-                let decision = deny_for(&err, &active.bundle_id);
-                (Outcome::Error, Some(request), Some(decision))
-            }
-        }
+        let decision = active
+            .backend
+            .authorize_async(&request)
+            .await
+            .unwrap_or_else(|err| Decision::denied_by_error(err.to_string(), active.bundle_id()));
+        (
+            DecisionKind::of_response(&decision),
+            Some(request),
+            Some(decision),
+        )
     }
 
     fn upstream_for(&self, path: &str) -> Option<(&str, &str)> {
@@ -265,35 +247,29 @@ impl Gateway {
             })
     }
 
-    #[allow(clippy::too_many_arguments)]
+    /// Counts the decision and writes its audit record: the shared decision
+    /// record plus the time, the latency, the redacted claims and whether
+    /// authorization was on.
     fn audit_decision(
         &self,
-        decision_id: &str,
-        request: Option<&Request>,
-        decision: Option<&Decision>,
-        outcome: Outcome,
-        active: &Active,
+        record: &DecisionRecord<'_>,
         started: Instant,
         claims: Option<&Map<String, Value>>,
-        refusal: Option<&str>,
     ) {
         let micros = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
-        self.metrics.decision(outcome, micros);
-        self.audit.record(json!({
-            "decision_id": decision_id,
-            "time": now_rfc3339(),
-            "principal": request.map(|r| r.principal.to_string()),
-            "action": request.map(|r| r.action.to_string()),
-            "resource": request.map(|r| r.resource.to_string()),
-            "decision": outcome.label(),
-            "determining_policies": decision.map(|d| d.determining_policies.clone()).unwrap_or_default(),
-            "errors": decision.map(|d| d.errors.iter().map(|e| format!("{}: {}", e.policy_id, e.message)).collect::<Vec<_>>()).unwrap_or_default(),
-            "refusal": refusal,
-            "bundle_id": active.bundle_id,
-            "latency_us": micros,
-            "claims": claims.map(|claims| redact(claims, &self.config.redact_claims)),
-            "authorization": self.config.authorization,
-        }));
+        self.metrics.decision(record.kind, micros);
+        let mut fields = record.to_json();
+        fields.insert("time".to_owned(), Value::String(now_rfc3339()));
+        fields.insert("latency_us".to_owned(), json!(micros));
+        fields.insert(
+            "claims".to_owned(),
+            json!(claims.map(|claims| redact(claims, &self.config.redact_claims))),
+        );
+        fields.insert(
+            "authorization".to_owned(),
+            Value::Bool(self.config.authorization),
+        );
+        self.audit.record(Value::Object(fields));
     }
 
     async fn evaluation(&self, request: HttpReq<Incoming>) -> Response<Body> {
@@ -301,7 +277,7 @@ impl Gateway {
             Ok(body) => body,
             Err(response) => return *response,
         };
-        let active = self.engine.active();
+        let active = self.bundles.serving();
         json_response(StatusCode::OK, &self.evaluate(&active, &body).await)
     }
 
@@ -310,7 +286,7 @@ impl Gateway {
             Ok(body) => body,
             Err(response) => return *response,
         };
-        let active = self.engine.active();
+        let active = self.bundles.serving();
         let mut answers = Vec::new();
         for item in body.resolve() {
             answers.push(match item {
@@ -327,26 +303,26 @@ impl Gateway {
     }
 
     /// One AuthZEN evaluation; any error is `decision: false` with the reason.
-    async fn evaluate(&self, active: &Active, evaluation: &Evaluation) -> Value {
+    async fn evaluate(&self, active: &LoadedBundle, evaluation: &Evaluation) -> Value {
         let started = Instant::now();
         let decision_id = self.next_decision_id();
         let names = Names {
             types: &self.config.authzen_types,
-            action_type: &active.filter.config.routes.action_type,
+            action_type: &active.mapping.config().routes.action_type,
         };
-        let request = match names.request(evaluation, |uid| active.filter.bundle.has_entity(uid)) {
+        let bundle = active.mapping.bundle();
+        let request = match names.request(evaluation, |uid| bundle.has_entity(uid)) {
             Ok(request) => request,
             Err(reason) => {
-                self.audit_decision(
-                    &decision_id,
-                    None,
-                    None,
-                    Outcome::Error,
-                    active,
-                    started,
-                    None,
-                    Some(&reason),
-                );
+                let record = DecisionRecord {
+                    decision_id: &decision_id,
+                    kind: DecisionKind::Error,
+                    request: None,
+                    response: None,
+                    refusal: Some(&reason),
+                    bundle_id: active.bundle_id(),
+                };
+                self.audit_decision(&record, started, None);
                 return authzen::answer(false, &decision_id, &[], &[reason]);
             }
         };
@@ -354,28 +330,16 @@ impl Gateway {
             .backend
             .authorize_async(&request)
             .await
-            .unwrap_or_else(|err| deny_for(&err, &active.bundle_id));
-        let outcome = if decision.is_allowed() {
-            Outcome::Allow
-        } else if decision
-            .errors
-            .iter()
-            .any(|error| error.policy_id.is_empty())
-        {
-            Outcome::Error
-        } else {
-            Outcome::Deny
+            .unwrap_or_else(|err| Decision::denied_by_error(err.to_string(), active.bundle_id()));
+        let record = DecisionRecord {
+            decision_id: &decision_id,
+            kind: DecisionKind::of_response(&decision),
+            request: Some(&request),
+            response: Some(&decision),
+            refusal: None,
+            bundle_id: active.bundle_id(),
         };
-        self.audit_decision(
-            &decision_id,
-            Some(&request),
-            Some(&decision),
-            outcome,
-            active,
-            started,
-            None,
-            None,
-        );
+        self.audit_decision(&record, started, None);
         let errors: Vec<String> = decision
             .errors
             .iter()

@@ -14,8 +14,8 @@ use std::collections::BTreeSet;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use cedar_edge_envoy_e2e::envoy::free_port;
-use cedar_edge_envoy_e2e::http;
+use cedar_edge_testkit::free_port;
+use cedar_edge_testkit::http;
 use common::*;
 
 #[test]

@@ -15,11 +15,11 @@ use std::time::Duration;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use cedar_edge_engine::{BundleSource, RequestLimits};
-use cedar_edge_envoy_e2e::http::{self, Reply};
-use cedar_edge_envoy_e2e::jwt::now;
+use cedar_edge_core::{Backend, NativeBackend};
+use cedar_edge_core::{BundleSource, RequestLimits};
 use cedar_edge_gateway::config::GatewayConfig;
-use cedar_edge_runtime::{Backend, NativeBackend};
+use cedar_edge_testkit::http::{self, Reply};
+use cedar_edge_testkit::jwt::now;
 use common::*;
 use serde_json::json;
 
@@ -27,7 +27,11 @@ struct Running {
     port: u16,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     runtime: tokio::runtime::Runtime,
-    task: Option<tokio::task::JoinHandle<anyhow::Result<cedar_edge_gateway::RunSummary>>>,
+    task: Option<
+        tokio::task::JoinHandle<
+            Result<cedar_edge_gateway::RunSummary, cedar_edge_gateway::error::GatewayError>,
+        >,
+    >,
 }
 
 impl Running {
@@ -191,7 +195,7 @@ fn every_token_attack_is_a_401_with_a_challenge() {
         &jsonwebtoken::EncodingKey::from_secret(setup.rsa.jwks().as_bytes()),
     )
     .unwrap();
-    let stranger = cedar_edge_envoy_e2e::jwt::Issuer::generate("rsa-key").sign(&good);
+    let stranger = cedar_edge_testkit::jwt::Issuer::generate("rsa-key").sign(&good);
     let attacks = [
         ("no token", None),
         ("alg none", Some(unsigned)),
@@ -252,11 +256,11 @@ fn authzen_single_and_batch_match_the_native_decisions() {
     let subject = |id: &str| json!({"type": "Airflow::User", "id": id});
     let dag = json!({"type": "Airflow::Dag", "id": "etl_daily"});
     let native_decision = |user: &str, action: &str| {
-        let request = cedar_edge_engine::Request {
-            principal: cedar_edge_engine::EntityUid::new("Airflow::User", user),
-            action: cedar_edge_engine::EntityUid::new("Airflow::Action", action),
-            resource: cedar_edge_engine::EntityUid::new("Airflow::Dag", "etl_daily"),
-            context: cedar_edge_engine::ContextInput::Json(context.to_string()),
+        let request = cedar_edge_core::Request {
+            principal: cedar_edge_core::EntityUid::new("Airflow::User", user),
+            action: cedar_edge_core::EntityUid::new("Airflow::Action", action),
+            resource: cedar_edge_core::EntityUid::new("Airflow::Dag", "etl_daily"),
+            context: cedar_edge_core::ContextInput::Json(context.to_string()),
             entities: Vec::new(),
         };
         native.authorize(&request).unwrap()

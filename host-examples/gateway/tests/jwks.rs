@@ -9,9 +9,9 @@ use std::net::TcpListener;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use cedar_edge_envoy_e2e::envoy::free_port;
-use cedar_edge_envoy_e2e::http;
-use cedar_edge_envoy_e2e::jwt::Issuer;
+use cedar_edge_testkit::free_port;
+use cedar_edge_testkit::http;
+use cedar_edge_testkit::jwt::Issuer;
 use common::*;
 
 /// Serves whatever `document` holds at any path.

@@ -4,7 +4,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
-use cedar_edge_engine::{
+use cedar_edge_core::{
     Attributes, BundleSource, ContextInput, EntityUid, ExtensionKind, Request, Value,
 };
 use cedar_edge_runtime::{ComponentRuntime, RuntimeConfig};

@@ -7,7 +7,7 @@ use cedar_edge_cli::engines::BackendChoice;
 use cedar_edge_cli::entities::read_entities_file;
 use cedar_edge_cli::exit_codes;
 use cedar_edge_cli::report::print_usage_error;
-use cedar_edge_engine::{ContextInput, EntityUid, Request, Response};
+use cedar_edge_core::{ContextInput, EntityUid, Request, Response};
 use clap::{Args, ValueEnum};
 
 use super::{load_backend, read_bundle, start_engines};
@@ -66,7 +66,7 @@ pub fn run(args: &AuthorizeArgs) -> u8 {
     let backend = match start_engines(args.backend)
         .and_then(|engines| load_backend(&engines, &args.bundle, &source))
     {
-        Ok(backend) => backend,
+        Ok(loaded) => loaded.backend,
         Err(code) => return code,
     };
     // Fail closed: a request the engine cannot decide is a deny with its reason.
@@ -146,7 +146,7 @@ fn build_request(args: &AuthorizeArgs) -> Result<Request, UsageError> {
     };
     let entities = match &args.entities {
         None => Vec::new(),
-        Some(path) => read_entities_file(path).map_err(|message| ("--entities", message))?,
+        Some(path) => read_entities_file(path).map_err(|err| ("--entities", err.to_string()))?,
     };
     Ok(Request {
         principal: uid("--principal", &args.principal)?,

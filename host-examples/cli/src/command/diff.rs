@@ -2,19 +2,21 @@
 
 use std::path::{Path, PathBuf};
 
+use cedar_edge_cli::diff::{ChangeKind, RequestSet, compare, markdown};
 use cedar_edge_cli::engines::BackendChoice;
 use cedar_edge_cli::exit_codes;
-use cedar_edge_cli::impact::{ChangeKind, RequestSet, compare, markdown};
 use cedar_edge_cli::suite::load::{contexts_by_action, load_requests};
 use cedar_edge_cli::suite::{TestCase, load_suites};
-use cedar_edge_engine::{Bundle, BundleSource, RequestLimits};
+use std::sync::Arc;
+
+use cedar_edge_core::Bundle;
 use clap::{Args, ValueEnum};
 
 use super::{load_backend, read_bundle, start_engines};
 
 /// How to print the impact.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum ImpactFormat {
+pub enum DiffFormat {
     /// Markdown, ready to post as a merge-request comment.
     Markdown,
     /// One JSON document.
@@ -40,8 +42,8 @@ pub struct DiffArgs {
     #[arg(long, value_enum, default_value_t = BackendChoice::Component)]
     backend: BackendChoice,
     /// How to print the impact.
-    #[arg(long, value_enum, default_value_t = ImpactFormat::Markdown)]
-    format: ImpactFormat,
+    #[arg(long, value_enum, default_value_t = DiffFormat::Markdown)]
+    format: DiffFormat,
 }
 
 /// Runs the command and returns its exit code.
@@ -65,17 +67,17 @@ pub fn run(args: &DiffArgs) -> u8 {
     let set = match request_set(
         args,
         [
-            (&args.old_bundle, &old_source),
-            (&args.new_bundle, &new_source),
+            (&args.old_bundle, &old.bundle),
+            (&args.new_bundle, &new.bundle),
         ],
     ) {
         Ok(set) => set,
         Err(code) => return code,
     };
-    let report = compare(old.as_ref(), new.as_ref(), &set);
+    let report = compare(old.backend.as_ref(), new.backend.as_ref(), &set);
     match args.format {
-        ImpactFormat::Markdown => print!("{}", markdown(&report)),
-        ImpactFormat::Json => println!(
+        DiffFormat::Markdown => print!("{}", markdown(&report)),
+        DiffFormat::Json => println!(
             "{}",
             serde_json::to_string_pretty(&report).unwrap_or_default()
         ),
@@ -89,7 +91,7 @@ pub fn run(args: &DiffArgs) -> u8 {
 
 /// The given request file, or both bundles' test requests and their
 /// scope-derived combinations.
-fn request_set(args: &DiffArgs, bundles: [(&PathBuf, &BundleSource); 2]) -> Result<RequestSet, u8> {
+fn request_set(args: &DiffArgs, bundles: [(&PathBuf, &Arc<Bundle>); 2]) -> Result<RequestSet, u8> {
     let mut set = RequestSet::default();
     if let Some(path) = &args.requests {
         let requests = load_requests(path).map_err(|err| {
@@ -107,11 +109,9 @@ fn request_set(args: &DiffArgs, bundles: [(&PathBuf, &BundleSource); 2]) -> Resu
         set.add(case.request.clone());
     }
     let contexts = contexts_by_action(&cases);
-    for (_, source) in bundles {
-        // Loaded natively only to enumerate entities; both already loaded in the backend.
-        if let Ok(bundle) = Bundle::load(source, RequestLimits::default()) {
-            set.add_scope_derived(&bundle, &contexts);
-        }
+    // The bundles the backends decide with: each was loaded once.
+    for (_, bundle) in bundles {
+        set.add_scope_derived(bundle, &contexts);
     }
     Ok(set)
 }

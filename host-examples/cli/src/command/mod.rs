@@ -8,11 +8,11 @@ pub mod validate;
 
 use std::path::Path;
 
-use cedar_edge_cli::engines::Engines;
+use cedar_edge_cli::engines::{Engines, LoadedBundle};
 use cedar_edge_cli::exit_codes;
 use cedar_edge_cli::report::print_bundle_diagnostics;
-use cedar_edge_engine::BundleSource;
-use cedar_edge_runtime::{Backend, RuntimeError};
+use cedar_edge_core::BundleSource;
+use cedar_edge_runtime::RuntimeError;
 
 /// Reads a bundle directory, or prints why not and returns the exit code.
 pub fn read_bundle(dir: &Path) -> Result<BundleSource, u8> {
@@ -28,7 +28,7 @@ pub fn load_backend(
     engines: &Engines,
     dir: &Path,
     source: &BundleSource,
-) -> Result<Box<dyn Backend>, u8> {
+) -> Result<LoadedBundle, u8> {
     engines.load(source).map_err(|err| match err {
         RuntimeError::Load(err) => {
             print_bundle_diagnostics(dir, source, &err.diagnostics);

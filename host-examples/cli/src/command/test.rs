@@ -67,7 +67,7 @@ pub fn run(args: &TestArgs) -> u8 {
     let backend = match start_engines(args.backend)
         .and_then(|engines| load_backend(&engines, &args.bundle, &source))
     {
-        Ok(backend) => backend,
+        Ok(loaded) => loaded.backend,
         Err(code) => return code,
     };
     let report = run_cases(

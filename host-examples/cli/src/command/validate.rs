@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use cedar_edge_cli::exit_codes;
 use cedar_edge_cli::lint::{Finding, Severity, lint, load_errors};
 use cedar_edge_cli::report::render;
-use cedar_edge_engine::{Bundle, BundleSource, RequestLimits};
+use cedar_edge_core::{Bundle, BundleSource, RequestLimits};
 use clap::{Args, ValueEnum};
 use sha2::{Digest, Sha256};
 

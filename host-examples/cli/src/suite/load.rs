@@ -6,7 +6,7 @@ use std::fmt;
 use std::path::Path;
 use std::str::FromStr;
 
-use cedar_edge_engine::{ContextInput, EntityUid, Request};
+use cedar_edge_core::{ContextInput, EntityUid, Request};
 
 use super::spec::{
     CaseSpec, ContextSpec, Defaults, EntitySpec, ErrorSpec, Fixtures, MatrixCell, MatrixSpec,
@@ -368,7 +368,7 @@ impl Scope<'_> {
             context: ContextInput::Json(serde_json::Value::Object(context_object).to_string()),
             entities: entity_list
                 .iter()
-                .map(EntityJson::to_input)
+                .map(|entity| entity.to_input().map_err(|err| err.to_string()))
                 .collect::<Result<_, _>>()
                 .map_err(|err| format!("`entities`: {err}"))?,
         })
@@ -461,7 +461,7 @@ pub fn load_requests(path: &Path) -> Result<Vec<Request>, SuiteError> {
                     entities: spec
                         .entities
                         .iter()
-                        .map(EntityJson::to_input)
+                        .map(|entity| entity.to_input().map_err(|err| err.to_string()))
                         .collect::<Result<_, _>>()?,
                 })
             };

@@ -110,7 +110,7 @@ fn failure_details(result: &CaseResult, palette: Palette) -> String {
         "  request:  {} -> {} -> {}",
         case.request.principal, case.request.action, case.request.resource
     );
-    if let cedar_edge_engine::ContextInput::Json(context) = &case.request.context {
+    if let cedar_edge_core::ContextInput::Json(context) = &case.request.context {
         let _ = writeln!(out, "  context:  {context}");
     }
     if !case.request.entities.is_empty() {

@@ -3,8 +3,8 @@
 
 use std::collections::BTreeSet;
 
-use cedar_edge_engine::{Decision, Response};
-use cedar_edge_runtime::{Backend, deny_for};
+use cedar_edge_core::Backend;
+use cedar_edge_core::{Decision, Response};
 
 use super::load::TestCase;
 use super::spec::{ErrorSpec, Outcome, ReasonsSpec};
@@ -85,7 +85,9 @@ pub fn run_cases(
         let answers = backend.authorize_batch(&requests);
         for (case, answer) in chunk.iter().zip(answers) {
             // Fail closed, exactly as hosts do: an error is a deny naming it.
-            let response = answer.unwrap_or_else(|err| deny_for(&err, backend.bundle_id()));
+            let response = answer.unwrap_or_else(|err| {
+                cedar_edge_core::Response::denied_by_error(err.to_string(), backend.bundle_id())
+            });
             let failures = judge(case, &response);
             results.push(CaseResult {
                 case: case.clone(),

@@ -5,14 +5,14 @@
 
 use std::path::Path;
 
-use cedar_edge_engine::BundleSource;
+use cedar_edge_core::BundleSource;
 use serde_json::Value;
 
 /// The plugin configuration: the mapping file's JSON with the bundle in
 /// `bundle`, inline.
 pub fn plugin_config(bundle_dir: &Path, mapping: &Value) -> Value {
     let source = BundleSource::from_dir(bundle_dir).expect("the bundle reads");
-    cedar_edge_envoy_filter::config::plugin_config(&source, mapping).expect("bundle JSON")
+    cedar_edge_envoy_filter::config::plugin_config(&source, mapping)
 }
 
 /// Where the rendered Envoy configuration listens and sends traffic.

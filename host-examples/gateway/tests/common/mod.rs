@@ -11,57 +11,14 @@
 
 use std::path::{Path, PathBuf};
 
-use base64::Engine as _;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use cedar_edge_envoy_e2e::jwt::{Issuer, now};
-use cedar_edge_envoy_e2e::repo;
-use cedar_edge_envoy_e2e::upstream::Upstream;
-use ring::signature::{ECDSA_P256_SHA256_FIXED_SIGNING, EcdsaKeyPair, KeyPair};
+use cedar_edge_testkit::jwt::{EcIssuer, Issuer, now};
+use cedar_edge_testkit::repo;
+use cedar_edge_testkit::upstream::Upstream;
 use serde_json::{Value, json};
 
 pub const RSA_ISSUER: &str = "https://gitlab.example.com";
 pub const EC_ISSUER: &str = "https://sso.example.com";
 pub const AUDIENCE: &str = "airflow";
-
-/// An ES256 issuer.
-pub struct EcIssuer {
-    pkcs8: Vec<u8>,
-    public: Vec<u8>,
-    pub kid: String,
-}
-
-impl EcIssuer {
-    pub fn generate(kid: &str) -> Self {
-        let rng = ring::rand::SystemRandom::new();
-        let pkcs8 = EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &rng).unwrap();
-        let pair = EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, pkcs8.as_ref(), &rng)
-            .unwrap();
-        Self {
-            public: pair.public_key().as_ref().to_vec(),
-            pkcs8: pkcs8.as_ref().to_vec(),
-            kid: kid.to_owned(),
-        }
-    }
-
-    pub fn jwks(&self) -> String {
-        // Uncompressed point: 0x04, then x and y.
-        let (x, y) = self.public[1..].split_at(32);
-        json!({"keys": [{"kty": "EC", "crv": "P-256", "alg": "ES256", "use": "sig", "kid": self.kid,
-                         "x": URL_SAFE_NO_PAD.encode(x), "y": URL_SAFE_NO_PAD.encode(y)}]})
-        .to_string()
-    }
-
-    pub fn sign(&self, claims: &Value) -> String {
-        let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::ES256);
-        header.kid = Some(self.kid.clone());
-        jsonwebtoken::encode(
-            &header,
-            claims,
-            &jsonwebtoken::EncodingKey::from_ec_der(&self.pkcs8),
-        )
-        .unwrap()
-    }
-}
 
 /// Claims of a user token.
 pub fn claims(issuer: &str, user: &str, groups: &[&str], mfa: bool) -> Value {

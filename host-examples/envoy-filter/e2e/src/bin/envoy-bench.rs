@@ -12,9 +12,10 @@
 
 use cedar_edge_envoy_e2e::config::{JwtProvider, Ports, Upstream, envoy_yaml, plugin_config};
 use cedar_edge_envoy_e2e::envoy::{Envoy, free_port};
-use cedar_edge_envoy_e2e::jwt::{Issuer, now};
-use cedar_edge_envoy_e2e::load::compare;
-use cedar_edge_envoy_e2e::{FILTER_MODULE, http, repo, upstream};
+use cedar_edge_envoy_e2e::{FILTER_MODULE, repo};
+use cedar_edge_testkit::jwt::{Issuer, now};
+use cedar_edge_testkit::load::compare;
+use cedar_edge_testkit::{http, upstream};
 use serde_json::json;
 
 const PATH: &str = "/api/v1/dags/etl_daily/dagRuns";

@@ -71,6 +71,7 @@ pub fn build(artifact: &WasmArtifact<'_>) -> PathBuf {
                     | "RUSTC_WORKSPACE_WRAPPER"
                     | "CARGO_TARGET_DIR"
                     | "CARGO_MAKEFLAGS"
+                    | "CLIPPY_ARGS"
             );
         if outer_only {
             build.env_remove(&key);

@@ -5,8 +5,8 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
 
-use cedar_edge_engine::{Bundle, ContextInput, EntityUid, Request, Response};
-use cedar_edge_runtime::{Backend, deny_for};
+use cedar_edge_core::Backend;
+use cedar_edge_core::{Bundle, ContextInput, EntityUid, Request, Response};
 use serde::Serialize;
 
 /// At most this many scope-derived requests per bundle; beyond it the
@@ -44,7 +44,7 @@ pub struct Change {
 
 /// The impact of a change.
 #[derive(Debug, Clone, Serialize)]
-pub struct ImpactReport {
+pub struct DiffReport {
     /// The old bundle's id.
     pub old_bundle_id: String,
     /// The new bundle's id.
@@ -57,7 +57,7 @@ pub struct ImpactReport {
     pub changes: Vec<Change>,
 }
 
-impl ImpactReport {
+impl DiffReport {
     /// How many changes are of `kind`.
     pub fn count(&self, kind: ChangeKind) -> usize {
         self.changes
@@ -161,14 +161,16 @@ impl RequestSet {
 }
 
 /// Decides every request with both bundles and lists what changed.
-pub fn compare(old: &dyn Backend, new: &dyn Backend, set: &RequestSet) -> ImpactReport {
+pub fn compare(old: &dyn Backend, new: &dyn Backend, set: &RequestSet) -> DiffReport {
     let requests = set.requests();
     let before = old.authorize_batch(requests);
     let after = new.authorize_batch(requests);
     let mut changes = Vec::new();
     for ((request, before), after) in requests.iter().zip(before).zip(after) {
-        let before = before.unwrap_or_else(|err| deny_for(&err, old.bundle_id()));
-        let after = after.unwrap_or_else(|err| deny_for(&err, new.bundle_id()));
+        let before = before
+            .unwrap_or_else(|err| Response::denied_by_error(err.to_string(), old.bundle_id()));
+        let after =
+            after.unwrap_or_else(|err| Response::denied_by_error(err.to_string(), new.bundle_id()));
         let kind = match (before.is_allowed(), after.is_allowed()) {
             (false, true) => ChangeKind::Widened,
             (true, false) => ChangeKind::Narrowed,
@@ -194,7 +196,7 @@ pub fn compare(old: &dyn Backend, new: &dyn Backend, set: &RequestSet) -> Impact
             &b.resource,
         ))
     });
-    ImpactReport {
+    DiffReport {
         old_bundle_id: old.bundle_id().to_owned(),
         new_bundle_id: new.bundle_id().to_owned(),
         requests: requests.len(),
@@ -204,7 +206,7 @@ pub fn compare(old: &dyn Backend, new: &dyn Backend, set: &RequestSet) -> Impact
 }
 
 /// The report as a merge-request comment.
-pub fn markdown(report: &ImpactReport) -> String {
+pub fn markdown(report: &DiffReport) -> String {
     let mut out = String::new();
     let total = report.changes.len();
     let _ = writeln!(out, "### Cedar policy impact\n");

@@ -9,11 +9,11 @@
 )]
 
 use std::path::Path;
+use std::sync::Arc;
 
-use cedar_edge_engine::{BundleSource, ContextInput, EntityUid, Value};
-use cedar_edge_envoy_filter::config::plugin_config;
-use cedar_edge_envoy_filter::mapping::{
-    Claims, Filter, HttpRequest, Refusal, Verdict, claims_from_header,
+use cedar_edge_core::{Bundle, BundleSource, ContextInput, EntityUid, RequestLimits, Value};
+use cedar_edge_mapping::{
+    Claims, HttpRequest, Mapping, MappingError, Refusal, Verdict, claims_from_header,
 };
 use serde_json::json;
 
@@ -21,22 +21,27 @@ fn repo() -> &'static Path {
     Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../.."))
 }
 
-fn config_json(edit: impl FnOnce(&mut serde_json::Value)) -> Vec<u8> {
-    let source = BundleSource::from_dir(&repo().join("policies/airflow-gitlab")).unwrap();
-    let mapping: serde_json::Value = serde_json::from_str(
-        &std::fs::read_to_string(
-            repo().join("host-examples/envoy-filter/examples/airflow-mapping.json"),
-        )
-        .unwrap(),
-    )
-    .unwrap();
-    let mut config = plugin_config(&source, &mapping).unwrap();
-    edit(&mut config);
-    config.to_string().into_bytes()
+fn load_bundle(name: &str) -> Arc<Bundle> {
+    let source = BundleSource::from_dir(&repo().join("policies").join(name)).unwrap();
+    Arc::new(Bundle::load(&source, RequestLimits::default()).unwrap())
 }
 
-fn filter() -> Filter {
-    Filter::from_json(&config_json(|_| {})).expect("the example configuration loads")
+fn example_mapping(name: &str) -> serde_json::Value {
+    let path = repo()
+        .join("host-examples/envoy-filter/examples")
+        .join(name);
+    serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
+}
+
+/// The airflow example mapping, edited, over the airflow-gitlab bundle.
+fn mapping_with(edit: impl FnOnce(&mut serde_json::Value)) -> Result<Mapping, MappingError> {
+    let mut config = example_mapping("airflow-mapping.json");
+    edit(&mut config);
+    Mapping::from_json(config.to_string().as_bytes(), load_bundle("airflow-gitlab"))
+}
+
+fn filter() -> Mapping {
+    mapping_with(|_| {}).expect("the example configuration loads")
 }
 
 fn request(method: &str, path: &str, claims: serde_json::Value) -> HttpRequest {
@@ -129,11 +134,11 @@ fn claims_build_a_principal_the_bundle_does_not_know() {
     let ContextInput::Typed(context) = &mapped.context else {
         panic!("typed context")
     };
-    let expected = cedar_edge_engine::Attributes::from_fields([
+    let expected = cedar_edge_core::Attributes::from_fields([
         ("mfa".to_owned(), Value::Bool(true)),
         (
             "source_ip".to_owned(),
-            Value::Extension(cedar_edge_engine::ExtensionKind::Ip, "10.1.2.3".into()),
+            Value::Extension(cedar_edge_core::ExtensionKind::Ip, "10.1.2.3".into()),
         ),
         ("token_age_seconds".to_owned(), Value::Long(30)),
     ]);
@@ -157,11 +162,16 @@ fn a_missing_claim_denies_and_no_identity_is_401() {
         json!({"preferred_username": "zoe", "amr": ["mfa"], "iat": 1_800_000_000, "groups": []});
     let outcome = filter.decide(&request("GET", "/api/v1/dags/etl_daily", no_email.clone()));
     assert_eq!(outcome.verdict, Verdict::Deny);
-    assert!(outcome.error.unwrap().contains("claim `email` is missing"));
+    assert!(
+        outcome
+            .refusal
+            .unwrap()
+            .contains("claim `email` is missing")
+    );
     no_email["email"] = json!("z@example.com");
     no_email.as_object_mut().unwrap().remove("iat");
     let outcome = filter.decide(&request("GET", "/api/v1/dags/etl_daily", no_email));
-    assert!(outcome.error.unwrap().contains("`iat`"));
+    assert!(outcome.refusal.unwrap().contains("`iat`"));
     let outcome = filter.decide(&request("GET", "/api/v1/dags/etl_daily", json!(null)));
     assert_eq!(outcome.verdict, Verdict::Unauthenticated);
     let outcome = filter.decide(&request(
@@ -174,12 +184,12 @@ fn a_missing_claim_denies_and_no_identity_is_401() {
 
 #[test]
 fn hostile_headers_deny_instead_of_breaking() {
-    let filter = Filter::from_json(&config_json(|config| {
+    let filter = mapping_with(|config| {
         config["context"]
             .as_array_mut()
             .unwrap()
             .push(json!({"name": "tenant", "from": {"header": "x-tenant"}}));
-    }));
+    });
     // The schema's context has no `tenant`: the configuration loads, and the
     // request is refused by Cedar's request validation, naming the field.
     let filter = filter.unwrap();
@@ -188,14 +198,14 @@ fn hostile_headers_deny_instead_of_breaking() {
         .push(("x-tenant".into(), vec![0xff, 0xfe, b'a']));
     let outcome = filter.decide(&http);
     assert_eq!(outcome.verdict, Verdict::Deny);
-    assert!(outcome.error.unwrap().contains("not UTF-8"));
+    assert!(outcome.refusal.unwrap().contains("not UTF-8"));
 
     let mut http = request("GET", "/api/v1/dags/etl_daily", bob());
     http.headers
         .push(("x-huge".into(), vec![b'a'; 1024 * 1024]));
     let outcome = filter.decide(&http);
     assert_eq!(outcome.verdict, Verdict::Deny);
-    assert!(outcome.error.unwrap().contains("longer than"));
+    assert!(outcome.refusal.unwrap().contains("longer than"));
 }
 
 #[test]
@@ -218,28 +228,20 @@ fn base64_url(bytes: &[u8]) -> String {
 
 #[test]
 fn bad_configurations_are_refused_with_every_reason() {
-    let err = Filter::from_json(&config_json(|config| {
-        config["bundle"]["policies"]["roles.cedar"] =
-            json!("permit (principal, action, resource) when { ;");
+    let err = mapping_with(|config| {
         config["routes"]["routes"][0]["methods"]["PUT"] = json!("rewrite");
         config["routes"]["routes"][1]["resource"]["id"] = json!("{missing}");
         config["identity"]["principal_type"] = json!("Airflow::Person");
-    }))
+    })
     .unwrap_err();
+    assert_eq!(err.problems.len(), 3, "{err}");
     let text = err.to_string();
-    assert!(text.contains("roles.cedar:1:"), "{text}");
     assert!(text.contains("{missing}"), "{text}");
-    let err = Filter::from_json(&config_json(|config| {
-        config["routes"]["routes"][0]["methods"]["PUT"] = json!("rewrite");
-        config["identity"]["principal_type"] = json!("Airflow::Person");
-    }))
-    .unwrap_err()
-    .to_string();
-    assert!(err.contains("Airflow::Action::\"rewrite\""), "{err}");
-    assert!(err.contains("Airflow::Person"), "{err}");
-    let typo = Filter::from_json(&config_json(|config| {
+    assert!(text.contains("Airflow::Action::\"rewrite\""), "{text}");
+    assert!(text.contains("Airflow::Person"), "{text}");
+    let typo = mapping_with(|config| {
         config["shadow_mod"] = json!(true);
-    }))
+    })
     .unwrap_err()
     .to_string();
     assert!(typo.contains("shadow_mod"), "{typo}");
@@ -247,21 +249,9 @@ fn bad_configurations_are_refused_with_every_reason() {
 
 #[test]
 fn the_gateway_example_maps_registry_and_admin_paths() {
-    let source = BundleSource::from_dir(&repo().join("policies/gateway")).unwrap();
-    let mapping: serde_json::Value = serde_json::from_str(
-        &std::fs::read_to_string(
-            repo().join("host-examples/envoy-filter/examples/gateway-mapping.json"),
-        )
-        .unwrap(),
-    )
-    .unwrap();
-    let filter = Filter::from_json(
-        plugin_config(&source, &mapping)
-            .unwrap()
-            .to_string()
-            .as_bytes(),
-    )
-    .unwrap();
+    let mapping = example_mapping("gateway-mapping.json");
+    let filter =
+        Mapping::from_json(mapping.to_string().as_bytes(), load_bundle("gateway")).unwrap();
     let alice = json!({"preferred_username": "alice", "email": "a@example.com", "amr": ["mfa"],
                        "iat": 1_800_000_000 - 5, "groups": []});
     let cases = [

@@ -1,0 +1,197 @@
+//! One bundle, one id: the CLI, the gateway (its health endpoint and its
+//! audit log) and the Envoy filter (its decision log) all report the id the
+//! core computes for the same bundle directory.
+#![allow(
+    clippy::expect_used,
+    clippy::unwrap_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
+
+mod common;
+
+use std::path::Path;
+use std::time::Duration;
+
+use cedar_edge_core::{Bundle, BundleSource, RequestLimits};
+use cedar_edge_envoy_e2e::FILTER_MODULE;
+use cedar_edge_envoy_e2e::config::{JwtProvider, Ports, Upstream, envoy_yaml, plugin_config};
+use cedar_edge_envoy_e2e::envoy::Envoy;
+use cedar_edge_testkit::jwt::{Issuer, now};
+use cedar_edge_testkit::{free_port, http, upstream};
+use common::{cedar_edge, repo, text};
+use serde_json::{Value, json};
+
+const ISSUER: &str = "https://gitlab.example.com";
+const AUDIENCE: &str = "airflow";
+
+fn bob_token(issuer: &Issuer) -> String {
+    issuer.sign(&json!({
+        "iss": ISSUER, "aud": AUDIENCE, "sub": "gitlab|bob", "preferred_username": "bob",
+        "email": "bob@example.com", "groups": [], "amr": ["pwd", "mfa"],
+        "iat": now() - 30, "exp": now() + 600,
+    }))
+}
+
+/// The value of `"bundle_id":"…"` in a line of JSON, wherever it sits.
+fn bundle_id_in(line: &str) -> Option<String> {
+    let (_, rest) = line.split_once("\"bundle_id\":\"")?;
+    rest.split('"').next().map(str::to_owned)
+}
+
+fn through_cli() -> String {
+    let out = cedar_edge(&[
+        "authorize",
+        "--bundle",
+        "policies/airflow-gitlab",
+        "--principal",
+        "Airflow::User::\"bob\"",
+        "--action",
+        "Airflow::Action::\"trigger\"",
+        "--resource",
+        "Airflow::Dag::\"etl_daily\"",
+        "--context",
+        "@policies/airflow-gitlab/requests/context-mfa-office.json",
+        "--format",
+        "json",
+    ]);
+    let answer: Value = serde_json::from_str(&text(&out.stdout))
+        .unwrap_or_else(|err| panic!("{err}: {}", text(&out.stderr)));
+    answer["bundle_id"].as_str().unwrap().to_owned()
+}
+
+fn through_envoy(scratch: &Path) -> String {
+    let issuer = Issuer::generate("identity-key");
+    let upstream = upstream::Upstream::start();
+    let ports = Ports {
+        listener: free_port(),
+        admin: free_port(),
+    };
+    let mapping: Value = serde_json::from_str(
+        &std::fs::read_to_string(
+            repo().join("host-examples/envoy-filter/examples/airflow-mapping.json"),
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    let plugin = plugin_config(&repo().join("policies/airflow-gitlab"), &mapping);
+    let yaml = envoy_yaml(
+        &ports,
+        Some(&JwtProvider {
+            issuer: ISSUER.into(),
+            audience: AUDIENCE.into(),
+            jwks: issuer.jwks(),
+        }),
+        Some((FILTER_MODULE, &plugin)),
+        &[Upstream {
+            name: "airflow".into(),
+            prefix: "/".into(),
+            port: upstream.port,
+        }],
+    );
+    let envoy = Envoy::start(&scratch.join("envoy"), &yaml, ports.listener, ports.admin)
+        .unwrap_or_else(|(envoy, message)| panic!("{message}\n{}", envoy.log()));
+    let bearer = format!("Bearer {}", bob_token(&issuer));
+    let reply = http::get(
+        envoy.port,
+        "POST",
+        "/api/v1/dags/etl_daily/dagRuns",
+        &[("authorization", &bearer)],
+    );
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    // The decision line is flushed within milliseconds.
+    for _ in 0..100 {
+        if let Some(id) = envoy
+            .log()
+            .lines()
+            .filter(|line| line.contains("\"decision_id\""))
+            .find_map(bundle_id_in)
+        {
+            return id;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    panic!("no decision line in Envoy's log:\n{}", envoy.log());
+}
+
+/// The gateway's `/healthz` and the audit record of one decision.
+fn through_gateway(scratch: &Path) -> (String, String) {
+    let dir = scratch.join("gateway");
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let issuer = Issuer::generate("identity-key");
+    std::fs::write(dir.join("jwks.json"), issuer.jwks()).unwrap();
+    let upstream = upstream::Upstream::start();
+    let config = dir.join("gateway.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "listen: 127.0.0.1:0\nbundle: {bundle}\nmapping: {mapping}\nupstreams:\n  airflow: http://127.0.0.1:{port}\n\
+             routes:\n  - prefix: /api/\n    upstream: airflow\nissuers:\n  - issuer: {ISSUER}\n    audience: {AUDIENCE}\n    jwks_file: jwks.json\n\
+             audit_log: audit.jsonl\n",
+            bundle = repo().join("policies/airflow-gitlab").display(),
+            mapping = repo()
+                .join("host-examples/envoy-filter/examples/airflow-mapping.json")
+                .display(),
+            port = upstream.port,
+        ),
+    )
+    .unwrap();
+    let config = cedar_edge_gateway::config::GatewayConfig::read(&config).unwrap();
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let listener = runtime
+        .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+        .unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let (_reload, reloads) = tokio::sync::mpsc::channel(1);
+    let task = runtime.spawn(cedar_edge_gateway::run(
+        config,
+        listener,
+        async move {
+            let _ = stopped.await;
+        },
+        reloads,
+    ));
+    let mut health = None;
+    for _ in 0..600 {
+        let reply = http::get(port, "GET", "/healthz", &[]);
+        if reply.status == 200 {
+            health = Some(reply.json()["bundle_id"].as_str().unwrap().to_owned());
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let health = health.expect("the gateway answers /healthz");
+    let bearer = format!("Bearer {}", bob_token(&issuer));
+    let reply = http::get(
+        port,
+        "GET",
+        "/api/v1/dags/etl_daily",
+        &[("authorization", &bearer)],
+    );
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    let _ = stop.send(());
+    runtime.block_on(task).unwrap().unwrap();
+    let audit = std::fs::read_to_string(dir.join("audit.jsonl")).unwrap();
+    let record: Value = serde_json::from_str(audit.lines().last().unwrap()).unwrap();
+    (health, record["bundle_id"].as_str().unwrap().to_owned())
+}
+
+#[test]
+fn every_host_reports_the_same_bundle_id() {
+    let source = BundleSource::from_dir(&repo().join("policies/airflow-gitlab")).unwrap();
+    let core = Bundle::load(&source, RequestLimits::default())
+        .unwrap()
+        .id()
+        .to_owned();
+    assert!(core.starts_with("sha256:") && core.len() == 71, "{core}");
+    let scratch = Path::new(env!("CARGO_TARGET_TMPDIR")).join("bundle-identity");
+    let cli = through_cli();
+    let envoy = through_envoy(&scratch);
+    let (health, audit) = through_gateway(&scratch);
+    assert_eq!(cli, core, "the CLI");
+    assert_eq!(envoy, core, "the Envoy filter's decision log");
+    assert_eq!(health, core, "the gateway's /healthz");
+    assert_eq!(audit, core, "the gateway's audit log");
+}

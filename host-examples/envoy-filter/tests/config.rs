@@ -1,0 +1,68 @@
+//! The plugin configuration, natively: the bundle inline beside the
+//! mapping, loaded once, with the same id as the bundle directory.
+#![allow(
+    clippy::expect_used,
+    clippy::unwrap_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
+
+use std::path::Path;
+
+use cedar_edge_core::{Bundle, BundleSource, RequestLimits};
+use cedar_edge_envoy_filter::config::{load, plugin_config};
+use serde_json::json;
+
+fn repo() -> &'static Path {
+    Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../.."))
+}
+
+fn airflow() -> (BundleSource, serde_json::Value) {
+    let source = BundleSource::from_dir(&repo().join("policies/airflow-gitlab")).unwrap();
+    let mapping = serde_json::from_str(
+        &std::fs::read_to_string(
+            repo().join("host-examples/envoy-filter/examples/airflow-mapping.json"),
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    (source, mapping)
+}
+
+#[test]
+fn an_inline_bundle_has_the_id_of_its_directory() {
+    let (source, mapping) = airflow();
+    let directory = Bundle::load(&source, RequestLimits::default()).unwrap();
+    let config = plugin_config(&source, &mapping);
+    let inline = load(config.to_string().as_bytes()).unwrap();
+    assert_eq!(inline.bundle().id(), directory.id());
+    // Re-serialised JSON is a different file, so a different bundle: the
+    // renderer must keep each file's exact text.
+    let mut reformatted = config.clone();
+    let entities: serde_json::Value =
+        serde_json::from_str(config["bundle"]["entities"].as_str().unwrap()).unwrap();
+    reformatted["bundle"]["entities"] = entities;
+    let other = load(reformatted.to_string().as_bytes()).unwrap();
+    assert_ne!(other.bundle().id(), directory.id());
+}
+
+#[test]
+fn a_broken_bundle_and_a_broken_mapping_are_reported_together() {
+    let (source, mapping) = airflow();
+    let mut config = plugin_config(&source, &mapping);
+    config["bundle"]["policies"]["roles.cedar"] =
+        json!("permit (principal, action, resource) when { ;");
+    config["routes"]["routes"][1]["resource"]["id"] = json!("{missing}");
+    let text = load(config.to_string().as_bytes()).unwrap_err().to_string();
+    assert!(text.contains("roles.cedar:1:"), "{text}");
+    assert!(text.contains("{missing}"), "{text}");
+}
+
+#[test]
+fn a_configuration_without_a_bundle_is_refused() {
+    let (_, mapping) = airflow();
+    let text = load(mapping.to_string().as_bytes())
+        .unwrap_err()
+        .to_string();
+    assert!(text.contains("`bundle`"), "{text}");
+}
