@@ -88,6 +88,23 @@ impl<'a> DecisionRecord<'a> {
         }
     }
 
+    /// The record of a request refused before it reached the engine.
+    pub fn refused(
+        decision_id: &'a str,
+        kind: DecisionKind,
+        reason: &'a str,
+        bundle_id: &'a str,
+    ) -> Self {
+        Self {
+            decision_id,
+            kind,
+            request: None,
+            response: None,
+            refusal: Some(reason),
+            bundle_id,
+        }
+    }
+
     /// The record as a JSON object, to which a host adds its own fields.
     pub fn to_json(&self) -> Map<String, Json> {
         let request = self.request;

@@ -119,14 +119,12 @@ impl Gateway {
         let claims = match claims {
             Ok(claims) => claims,
             Err(reason) => {
-                let record = DecisionRecord {
-                    decision_id: &decision_id,
-                    kind: DecisionKind::Unauthenticated,
-                    request: None,
-                    response: None,
-                    refusal: Some(&reason),
-                    bundle_id: active.bundle_id(),
-                };
+                let record = DecisionRecord::refused(
+                    &decision_id,
+                    DecisionKind::Unauthenticated,
+                    &reason,
+                    active.bundle_id(),
+                );
                 self.audit_decision(&record, started, None);
                 return unauthorized(&reason);
             }
@@ -314,14 +312,12 @@ impl Gateway {
         let request = match names.request(evaluation, |uid| bundle.has_entity(uid)) {
             Ok(request) => request,
             Err(reason) => {
-                let record = DecisionRecord {
-                    decision_id: &decision_id,
-                    kind: DecisionKind::Error,
-                    request: None,
-                    response: None,
-                    refusal: Some(&reason),
-                    bundle_id: active.bundle_id(),
-                };
+                let record = DecisionRecord::refused(
+                    &decision_id,
+                    DecisionKind::Error,
+                    &reason,
+                    active.bundle_id(),
+                );
                 self.audit_decision(&record, started, None);
                 return authzen::answer(false, &decision_id, &[], &[reason]);
             }
