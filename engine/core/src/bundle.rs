@@ -2,6 +2,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
+use std::io::Read as _;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
@@ -21,6 +22,8 @@ pub const ENTITIES_FILE: &str = "entities.json";
 pub const TEMPLATE_LINKS_FILE: &str = "template-links.json";
 /// Folders of a bundle directory that never hold bundle files.
 const SKIPPED_DIRS: &[&str] = &["tests"];
+/// The largest bundle or test file read unless the caller says otherwise.
+pub const DEFAULT_MAX_FILE_BYTES: u64 = 16 * 1024 * 1024;
 
 /// One file of a bundle.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -62,13 +65,17 @@ pub struct BundleReadError {
 impl BundleSource {
     /// Reads a bundle directory: every `*.cedar` file below it (except in
     /// `tests/` and hidden folders), one schema, `entities.json` and
-    /// `template-links.json`.
+    /// `template-links.json`, each at most [`DEFAULT_MAX_FILE_BYTES`] long.
+    /// See [`BundleDir`] for what is refused.
     pub fn from_dir(dir: &Path) -> Result<Self, BundleReadError> {
-        let mut files = Vec::new();
-        collect_files(dir, dir, &mut files)?;
-        files.sort();
+        Self::from_dir_capped(dir, DEFAULT_MAX_FILE_BYTES)
+    }
+
+    /// [`from_dir`](Self::from_dir) with another cap on each file's size.
+    pub fn from_dir_capped(dir: &Path, max_file_bytes: u64) -> Result<Self, BundleReadError> {
+        let bundle_dir = BundleDir::open(dir, max_file_bytes)?;
         let mut source = Self::default();
-        for relative in files {
+        for relative in bundle_dir.files("", SKIPPED_DIRS)? {
             let name = relative.rsplit('/').next().unwrap_or(&relative);
             let is_schema = name.ends_with(".cedarschema") || name.ends_with(".cedarschema.json");
             let slot = if name.ends_with(".cedar") {
@@ -82,11 +89,7 @@ impl BundleSource {
             } else {
                 continue;
             };
-            let path = dir.join(&relative);
-            let contents = std::fs::read_to_string(&path).map_err(|err| BundleReadError {
-                path: path.clone(),
-                message: err.to_string(),
-            })?;
+            let contents = bundle_dir.read(&relative)?;
             let file = BundleFile {
                 path: relative,
                 contents,
@@ -96,7 +99,7 @@ impl BundleSource {
                 Some(slot @ None) => *slot = Some(file),
                 Some(Some(first)) => {
                     return Err(BundleReadError {
-                        path,
+                        path: dir.join(&file.path),
                         message: format!(
                             "a bundle holds one such file, and `{}` is already one",
                             first.path
@@ -112,6 +115,24 @@ impl BundleSource {
             });
         }
         Ok(source)
+    }
+
+    /// Refuses files nested too deep for Cedar's parsers to take without
+    /// overflowing their thread's stack: every such file, with its place.
+    /// [`Bundle::load`] runs this first; commands that parse a bundle's
+    /// files otherwise (a formatter) run it themselves.
+    pub fn check_nesting(&self) -> Result<(), LoadError> {
+        let too_deep: Vec<Diagnostic> = self
+            .files()
+            .filter_map(|file| crate::nesting::check(file).err())
+            .collect();
+        if too_deep.is_empty() {
+            Ok(())
+        } else {
+            Err(LoadError {
+                diagnostics: too_deep,
+            })
+        }
     }
 
     /// Every file of the bundle: policies, schema, entities, links.
@@ -150,34 +171,175 @@ impl BundleSource {
     }
 }
 
-fn collect_files(root: &Path, dir: &Path, found: &mut Vec<String>) -> Result<(), BundleReadError> {
-    let read_error = |err: std::io::Error| BundleReadError {
-        path: dir.to_owned(),
-        message: err.to_string(),
-    };
-    for entry in std::fs::read_dir(dir).map_err(read_error)? {
-        let path = entry.map_err(read_error)?.path();
-        let name = path
-            .file_name()
-            .and_then(|name| name.to_str())
-            .unwrap_or_default();
-        if name.starts_with('.') {
-            continue;
+/// How deep real directories may nest below a bundle root: a loop made
+/// with bind mounts ends here.
+const MAX_DIR_DEPTH: usize = 32;
+
+/// A directory whose files are read without ever leaving it.
+///
+/// - The root is canonicalised once, so the directory itself may be a
+///   symbolic link (an atomic swap of a deployed bundle).
+/// - A file may be a symbolic link whose target stays inside the root (a
+///   Kubernetes ConfigMap mount is made of these); a file whose canonical
+///   path leaves the root is refused, and its content is never read.
+/// - Symbolic links to directories are refused, never followed: no
+///   directory loop, and no file read twice under two names.
+/// - Only regular files are read, each at most the cap: the size is checked
+///   before reading, and the read stops one byte past the cap, so a file
+///   that grows meanwhile is refused too.
+/// - Hidden files and folders (`.name`) are skipped.
+///
+/// Every error names the file at fault.
+#[derive(Debug, Clone)]
+pub struct BundleDir {
+    /// The directory as the caller named it, for messages.
+    given: PathBuf,
+    /// Its canonical path: every file is reached through it, and must stay
+    /// under it.
+    root: PathBuf,
+    max_file_bytes: u64,
+}
+
+impl BundleDir {
+    /// Opens a directory; each file read from it is at most `max_file_bytes`.
+    pub fn open(dir: &Path, max_file_bytes: u64) -> Result<Self, BundleReadError> {
+        let root = dir.canonicalize().map_err(|err| BundleReadError {
+            path: dir.to_owned(),
+            message: err.to_string(),
+        })?;
+        if !root.is_dir() {
+            return Err(BundleReadError {
+                path: dir.to_owned(),
+                message: "not a directory".to_owned(),
+            });
         }
-        if path.is_dir() {
-            if dir != root || !SKIPPED_DIRS.contains(&name) {
-                collect_files(root, &path, found)?;
+        Ok(Self {
+            given: dir.to_owned(),
+            root,
+            max_file_bytes,
+        })
+    }
+
+    /// The directory as the caller named it.
+    pub fn path(&self) -> &Path {
+        &self.given
+    }
+
+    /// The paths, relative to the root with `/` separators and sorted, of
+    /// the non-hidden files below the folder `under` (`""` for the root),
+    /// leaving out the folders of `under` named in `skipped`. A folder
+    /// `under` that does not exist has no files.
+    pub fn files(&self, under: &str, skipped: &[&str]) -> Result<Vec<String>, BundleReadError> {
+        let start = self.root.join(under);
+        match std::fs::symlink_metadata(&start) {
+            Err(err) if err.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(err) => return Err(self.error(under, err.to_string())),
+            Ok(meta) if meta.file_type().is_symlink() => {
+                return Err(self.error(under, DIR_LINK.to_owned()));
             }
-        } else if let Ok(relative) = path.strip_prefix(root) {
-            let parts: Vec<_> = relative
-                .components()
-                .map(|part| part.as_os_str().to_string_lossy())
-                .collect();
-            found.push(parts.join("/"));
+            Ok(meta) if !meta.is_dir() => return Ok(Vec::new()),
+            Ok(_) => {}
+        }
+        let mut found = Vec::new();
+        let prefix: Vec<String> = under
+            .split('/')
+            .filter(|part| !part.is_empty())
+            .map(str::to_owned)
+            .collect();
+        self.walk(&prefix, skipped, &mut found)?;
+        found.sort();
+        Ok(found)
+    }
+
+    fn walk(
+        &self,
+        parts: &[String],
+        skipped: &[&str],
+        found: &mut Vec<String>,
+    ) -> Result<(), BundleReadError> {
+        let relative = parts.join("/");
+        if parts.len() > MAX_DIR_DEPTH {
+            return Err(self.error(
+                &relative,
+                format!("folders nest more than {MAX_DIR_DEPTH} levels deep"),
+            ));
+        }
+        // Through the canonical root: every file comes from the directory
+        // that `open` resolved, even if a link to it is swapped meanwhile.
+        let dir = self.root.join(&relative);
+        let read_error = |err: std::io::Error| self.error(&relative, err.to_string());
+        for entry in std::fs::read_dir(&dir).map_err(read_error)? {
+            let entry = entry.map_err(read_error)?;
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if name.starts_with('.') {
+                continue;
+            }
+            let top_level = parts.is_empty();
+            if top_level && skipped.contains(&name.as_str()) {
+                continue;
+            }
+            let mut child = parts.to_vec();
+            child.push(name);
+            let child_relative = child.join("/");
+            // The entry itself, not what a link points to.
+            let file_type = entry.file_type().map_err(read_error)?;
+            if file_type.is_dir() {
+                self.walk(&child, skipped, found)?;
+            } else if file_type.is_symlink() && self.root.join(&child_relative).is_dir() {
+                return Err(self.error(&child_relative, DIR_LINK.to_owned()));
+            } else {
+                // Links to files, and anything else, are judged when read.
+                found.push(child_relative);
+            }
+        }
+        Ok(())
+    }
+
+    /// Reads one file, given by its path relative to the root.
+    pub fn read(&self, relative: &str) -> Result<String, BundleReadError> {
+        let fail = |message: String| self.error(relative, message);
+        let canonical = self
+            .root
+            .join(relative)
+            .canonicalize()
+            .map_err(|err| fail(err.to_string()))?;
+        if !canonical.starts_with(&self.root) {
+            return Err(fail(
+                "it leads outside the bundle directory through a symbolic link; it is not read"
+                    .to_owned(),
+            ));
+        }
+        // Checked before opening: opening a FIFO would wait for a writer.
+        let meta = std::fs::metadata(&canonical).map_err(|err| fail(err.to_string()))?;
+        if !meta.is_file() {
+            return Err(fail("not a regular file".to_owned()));
+        }
+        let cap = self.max_file_bytes;
+        let too_large = || fail(format!("larger than the limit of {cap} bytes"));
+        if meta.len() > cap {
+            return Err(too_large());
+        }
+        let file = std::fs::File::open(&canonical).map_err(|err| fail(err.to_string()))?;
+        let mut bytes = Vec::new();
+        file.take(cap.saturating_add(1))
+            .read_to_end(&mut bytes)
+            .map_err(|err| fail(err.to_string()))?;
+        if bytes.len() as u64 > cap {
+            return Err(too_large());
+        }
+        String::from_utf8(bytes).map_err(|_| fail("not valid UTF-8".to_owned()))
+    }
+
+    fn error(&self, relative: &str, message: String) -> BundleReadError {
+        BundleReadError {
+            path: self.given.join(relative),
+            message,
         }
     }
-    Ok(())
 }
+
+/// Why a symbolic link to a directory is refused.
+const DIR_LINK: &str = "a symbolic link to a directory; bundles do not follow links to directories";
 
 /// Lowercase hex of a digest: the one spelling of every hash the project
 /// prints (bundle ids, cache keys, fingerprints).
@@ -231,6 +393,8 @@ impl Bundle {
     /// Parses and validates a bundle. Every problem is collected, not only
     /// the first; validation against the schema is strict.
     pub fn load(source: &BundleSource, limits: RequestLimits) -> Result<Self, LoadError> {
+        // Before any parser runs: a parser that overflows its stack aborts.
+        source.check_nesting()?;
         let mut diagnostics = Vec::new();
         let schema = source.schema.as_ref().and_then(|file| {
             parse_schema(file, source.prepared_schema_json.as_deref())
@@ -305,6 +469,13 @@ impl Bundle {
     /// The parsed policies, with their stable ids.
     pub fn policies(&self) -> &PolicySet {
         &self.policies
+    }
+
+    /// Whether a policy or template link is a `forbid`.
+    pub fn is_forbid(&self, policy_id: &str) -> bool {
+        self.policies
+            .policy(&PolicyId::new(policy_id))
+            .is_some_and(|policy| policy.effect() == cedar_policy::Effect::Forbid)
     }
 
     /// The schema, if the bundle has one.
@@ -616,5 +787,69 @@ fn locate_entity(text: &str, message: &str, diagnostic: &mut Diagnostic) {
             diagnostic.place(text, offset, needle.len());
             return;
         }
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests {
+    use super::*;
+
+    /// A fresh directory under the system's temporary folder.
+    fn scratch(name: &str) -> PathBuf {
+        let dir =
+            std::env::temp_dir().join(format!("cedar-edge-core-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        dir
+    }
+
+    /// procfs reports a size of 0 for files that hold text: the size check
+    /// passes, and only the bounded read can catch them.
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn a_file_larger_than_its_reported_size_is_still_capped() {
+        let proc_dir = BundleDir::open(Path::new("/proc/self"), 16).unwrap();
+        let refused = proc_dir.read("status").unwrap_err();
+        assert!(
+            refused
+                .message
+                .contains("larger than the limit of 16 bytes"),
+            "{refused}"
+        );
+        assert!(refused.path.ends_with("status"), "{refused:?}");
+        let roomy = BundleDir::open(Path::new("/proc/self"), 1 << 20).unwrap();
+        assert!(roomy.read("status").unwrap().contains("Pid:"));
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn links_are_judged_by_where_they_lead() {
+        let top = scratch("links");
+        let bundle = top.join("bundle");
+        std::fs::create_dir_all(bundle.join(".data")).unwrap();
+        std::fs::write(top.join("secret.env"), "TOKEN=do-not-read").unwrap();
+        std::fs::write(
+            bundle.join(".data/ok.cedar"),
+            "permit(principal, action, resource);",
+        )
+        .unwrap();
+        std::os::unix::fs::symlink(".data/ok.cedar", bundle.join("ok.cedar")).unwrap();
+        // Reached through a link to the bundle: the root is where it leads.
+        std::os::unix::fs::symlink("bundle", top.join("current")).unwrap();
+        let source = BundleSource::from_dir(&top.join("current")).unwrap();
+        assert_eq!(source.policies.len(), 1);
+        assert_eq!(source.policies.first().unwrap().path, "ok.cedar");
+
+        std::os::unix::fs::symlink("../secret.env", bundle.join("leak.cedar")).unwrap();
+        let refused = BundleSource::from_dir(&bundle).unwrap_err();
+        assert!(refused.path.ends_with("leak.cedar"), "{refused:?}");
+        assert!(!refused.to_string().contains("do-not-read"), "{refused}");
+        std::fs::remove_file(bundle.join("leak.cedar")).unwrap();
+
+        std::os::unix::fs::symlink("..", bundle.join("up")).unwrap();
+        let refused = BundleSource::from_dir(&bundle).unwrap_err();
+        assert!(refused.path.ends_with("up"), "{refused:?}");
+        let _ = std::fs::remove_dir_all(&top);
     }
 }

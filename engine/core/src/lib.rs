@@ -15,14 +15,19 @@ mod bundle;
 mod cedar_internals;
 mod diagnostic;
 mod index;
+mod nesting;
 mod request;
 mod response;
 mod slice;
 mod value;
 
 pub use backend::{AuthorizeError, Backend, BoxFuture, NativeBackend};
-pub use bundle::{Bundle, BundleFile, BundleReadError, BundleSource, LoadError, hex};
+pub use bundle::{
+    Bundle, BundleDir, BundleFile, BundleReadError, BundleSource, DEFAULT_MAX_FILE_BYTES,
+    LoadError, hex,
+};
 pub use diagnostic::{Diagnostic, SourcedProblem};
+pub use nesting::{MAX_NESTING, MAX_OPERATOR_DEPTH};
 pub use request::{ContextInput, EntityInput, Request, RequestError, RequestLimits};
 pub use response::{Decision, PolicyError, Response};
 pub use value::{Attributes, EntityUid, ExtensionKind, Value, ValueError, ValueNode};

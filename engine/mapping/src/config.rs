@@ -34,6 +34,29 @@ pub struct MappingConfig {
     /// The longest header value the mapping reads; longer ones deny.
     #[serde(default = "default_max_header_bytes")]
     pub max_header_bytes: usize,
+    /// `;` parameters in path segments: `reject` (400, the default) or
+    /// `strip` (removed for the decision and the upstream alike).
+    #[serde(default)]
+    pub path_parameters: crate::path::PathParameters,
+    /// A forbid policy whose condition errors: `skip` (Cedar's rule, the
+    /// default) or `deny`.
+    #[serde(default)]
+    pub on_forbid_error: OnForbidError,
+}
+
+/// What a forbid whose condition errors does.
+///
+/// Cedar skips a policy whose condition errors, so a forbid that errors
+/// (an attribute missing from an entity, say) cannot block. `deny` makes
+/// any erroring forbid deny the request, as if it had been satisfied.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OnForbidError {
+    /// Cedar's rule: the erroring forbid is skipped.
+    #[default]
+    Skip,
+    /// The request is denied.
+    Deny,
 }
 
 fn default_max_header_bytes() -> usize {
@@ -174,6 +197,10 @@ pub struct RouteConfig {
     pub path: String,
     /// HTTP method → action id; `*` matches any other method.
     pub methods: BTreeMap<String, String>,
+    /// Match the template's literal segments ignoring ASCII case, for
+    /// upstreams that read `/Admin` as `/admin`.
+    #[serde(default)]
+    pub case_insensitive: bool,
     /// The resource, such as `{"type": "Airflow::Dag", "id": "{dag_id}"}`.
     pub resource: ResourceTemplate,
 }

@@ -20,6 +20,7 @@ pub(crate) fn claim_value(
 pub(crate) fn value(
     attribute: &ContextAttribute,
     http: &HttpRequest,
+    canonical_path: &str,
     claims: Option<&Map<String, Json>>,
 ) -> Result<Value, String> {
     let default = || {
@@ -52,13 +53,7 @@ pub(crate) fn value(
             http.peer_identity.clone().unwrap_or_default(),
         )),
         ContextSource::Method => Ok(Value::String(http.method.clone())),
-        ContextSource::Path => Ok(Value::String(
-            http.path
-                .split(['?', '#'])
-                .next()
-                .unwrap_or_default()
-                .to_owned(),
-        )),
+        ContextSource::Path => Ok(Value::String(canonical_path.to_owned())),
         ContextSource::Header(name) => {
             let raw = http
                 .headers

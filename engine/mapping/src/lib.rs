@@ -7,6 +7,8 @@
 //! process ([`Mapping::decide`]). The code is plain Rust with no host call
 //! in it, so it is tested natively and builds for wasm32.
 //!
+//! - `path`: the canonical request target, decided and forwarded alike;
+//! - `headers`: which client headers never go upstream;
 //! - `route`: path templates and the route table (method and path →
 //!   action and resource);
 //! - `principal`: verified claims → the principal and its parents;
@@ -15,6 +17,8 @@
 
 pub mod config;
 mod context;
+mod headers;
+pub mod path;
 mod principal;
 mod record;
 mod route;
@@ -22,11 +26,13 @@ mod route;
 use std::str::FromStr;
 use std::sync::Arc;
 
-use cedar_edge_core::{Attributes, Bundle, ContextInput, EntityUid, Request, Response};
+use cedar_edge_core::{Attributes, Bundle, ContextInput, Decision, EntityUid, Request, Response};
 use serde_json::{Map, Value as Json};
 
-use crate::config::ClaimsSource;
 pub use crate::config::MappingConfig;
+use crate::config::{ClaimsSource, ContextSource, OnForbidError};
+pub use crate::headers::fold_header_name;
+pub use crate::path::{PathError, Target};
 pub use crate::principal::claims_from_header;
 pub use crate::record::{DecisionKind, DecisionRecord};
 use crate::route::CompiledRoute;
@@ -80,6 +86,8 @@ pub enum Verdict {
     Deny,
     /// 401: no identity where one is required.
     Unauthenticated,
+    /// 400: a request target or headers that could be read two ways.
+    Malformed,
 }
 
 /// A decided request: the verdict and everything needed to act on it and
@@ -94,6 +102,8 @@ pub struct MappedDecision {
     pub response: Option<Response>,
     /// Why the request was refused before or during evaluation.
     pub refusal: Option<String>,
+    /// The canonical target that was decided: what the host forwards.
+    pub target: Option<Target>,
 }
 
 /// Why a request could not be mapped.
@@ -101,6 +111,8 @@ pub struct MappedDecision {
 pub enum Refusal {
     /// No identity where one is required: 401.
     NoIdentity,
+    /// A request target or headers that could be read two ways: 400.
+    Malformed(String),
     /// Anything else: 403, with the reason logged.
     Invalid(String),
 }
@@ -111,6 +123,11 @@ pub struct Mapping {
     config: MappingConfig,
     bundle: Arc<Bundle>,
     routes: Vec<CompiledRoute>,
+    /// Folded names of the headers a client may never send upstream.
+    protected: Vec<String>,
+    /// Folded names of the headers a request may carry at most once: the
+    /// usual ones and every header the mapping reads.
+    single: Vec<String>,
 }
 
 impl Mapping {
@@ -120,11 +137,20 @@ impl Mapping {
         let mut problems = Vec::new();
         let routes = route::compile_routes(&config.routes, &mut problems);
         check_names(&config, &bundle, &routes, &mut problems);
+        let upstream = &config.upstream_headers;
+        let protected = [&upstream.principal, &upstream.decision_id]
+            .into_iter()
+            .chain(&config.strip_headers)
+            .map(|name| fold_header_name(name))
+            .collect();
+        let single = single_headers(&config);
         if problems.is_empty() {
             Ok(Self {
                 config,
                 bundle,
                 routes,
+                protected,
+                single,
             })
         } else {
             Err(MappingError { problems })
@@ -149,44 +175,91 @@ impl Mapping {
         &self.bundle
     }
 
-    /// The headers a client must never send upstream: the ones a host sets
-    /// for the upstream (the verified principal, the decision id) and the
-    /// configured strip list.
-    pub fn protected_headers(&self) -> impl Iterator<Item = &str> {
-        let upstream = &self.config.upstream_headers;
-        [upstream.principal.as_str(), upstream.decision_id.as_str()]
-            .into_iter()
-            .chain(self.config.strip_headers.iter().map(String::as_str))
+    /// The headers (names as sent) to remove from a client's request
+    /// before it goes upstream: the ones a host sets for the upstream (the
+    /// verified principal, the decision id) and the configured strip list,
+    /// matched after folding case and `_`; hop-by-hop headers; and any
+    /// header a `Connection` header names.
+    pub fn headers_to_remove<'h>(
+        &self,
+        headers: impl Iterator<Item = (&'h str, &'h [u8])> + Clone,
+    ) -> Vec<String> {
+        headers::to_remove(&self.protected, headers)
     }
 
     /// Maps and decides one request in process. Never panics; every
     /// failure denies.
     pub fn decide(&self, http: &HttpRequest) -> MappedDecision {
-        let request = match self.map(http) {
-            Ok(request) => request,
+        let mapped = self.target(&http.path).and_then(|target| {
+            self.map_target(http, &target)
+                .map(|request| (request, target))
+        });
+        let (request, target) = match mapped {
+            Ok(mapped) => mapped,
             Err(refusal) => return MappedDecision::refused(refusal),
         };
-        match self.bundle.authorize(&request) {
-            Ok(response) => MappedDecision::decided(request, response),
+        let mut decision = match self.bundle.authorize(&request) {
+            Ok(response) => MappedDecision::decided(request, self.apply_forbid_errors(response)),
             Err(err) => MappedDecision {
                 verdict: Verdict::Deny,
                 request: Some(request),
                 response: None,
                 refusal: Some(err.to_string()),
+                target: None,
             },
-        }
+        };
+        decision.target = Some(target);
+        decision
     }
 
-    /// The Cedar request for an HTTP request.
+    /// Applies `on_forbid_error` to an engine answer: with `deny`, an
+    /// allow that a forbid's failed condition could have blocked becomes a
+    /// deny, determined by those forbids. Hosts that decide elsewhere (the
+    /// component) pass every answer through here.
+    pub fn apply_forbid_errors(&self, mut response: Response) -> Response {
+        if self.config.on_forbid_error == OnForbidError::Skip || !response.is_allowed() {
+            return response;
+        }
+        let erroring_forbids: Vec<String> = response
+            .errors
+            .iter()
+            .filter(|error| self.bundle.is_forbid(&error.policy_id))
+            .map(|error| error.policy_id.clone())
+            .collect();
+        if !erroring_forbids.is_empty() {
+            response.decision = Decision::Deny;
+            response.determining_policies = erroring_forbids;
+        }
+        response
+    }
+
+    /// The canonical form of a raw request target (`:path`), or 400.
+    pub fn target(&self, raw: &str) -> Result<Target, Refusal> {
+        path::canonicalize(raw, self.config.path_parameters)
+            .map_err(|err| Refusal::Malformed(format!("request target: {err}")))
+    }
+
+    /// Headers that make a request ambiguous, such as two `Authorization`
+    /// headers (which one did the host verify?), or 400.
+    pub fn check_headers(&self, headers: &[(String, Vec<u8>)]) -> Result<(), Refusal> {
+        headers::check(headers, &self.single).map_err(Refusal::Malformed)
+    }
+
+    /// The Cedar request for an HTTP request, after canonicalising its
+    /// target.
     pub fn map(&self, http: &HttpRequest) -> Result<Request, Refusal> {
+        self.map_target(http, &self.target(&http.path)?)
+    }
+
+    fn map_target(&self, http: &HttpRequest, target: &Target) -> Result<Request, Refusal> {
+        self.check_headers(&http.headers)?;
         let max = self.config.max_header_bytes;
         if let Some((name, _)) = http.headers.iter().find(|(_, value)| value.len() > max) {
             return Err(Refusal::Invalid(format!(
                 "header `{name}` is longer than {max} bytes"
             )));
         }
-        let path = http.path.split(['?', '#']).next().unwrap_or_default();
-        let (action, resource) = route::route(&self.routes, &http.method, path)?;
+        let (action, resource) = route::route(&self.routes, &http.method, &target.path)?;
         let identity = &self.config.identity;
         let claims = match &http.claims {
             Claims::Present(claims) => Some(claims),
@@ -212,7 +285,7 @@ impl Mapping {
             .context
             .iter()
             .map(|attribute| {
-                context::value(attribute, http, claims)
+                context::value(attribute, http, &target.path, claims)
                     .map(|value| (attribute.name.clone(), value))
                     .map_err(|reason| {
                         Refusal::Invalid(format!("context `{}`: {reason}", attribute.name))
@@ -237,6 +310,7 @@ impl MappedDecision {
                 Verdict::Unauthenticated,
                 "no verified identity on a route that requires one".to_owned(),
             ),
+            Refusal::Malformed(reason) => (Verdict::Malformed, reason),
             Refusal::Invalid(reason) => (Verdict::Deny, reason),
         };
         Self {
@@ -244,6 +318,7 @@ impl MappedDecision {
             request: None,
             response: None,
             refusal: Some(reason),
+            target: None,
         }
     }
 
@@ -258,8 +333,33 @@ impl MappedDecision {
             request: Some(request),
             response: Some(response),
             refusal: None,
+            target: None,
         }
     }
+}
+
+/// The headers a request may carry at most once: the usual ones, and
+/// every header the mapping reads a value from (which copy would it read?).
+fn single_headers(config: &MappingConfig) -> Vec<String> {
+    let read = config
+        .context
+        .iter()
+        .filter_map(|attribute| match &attribute.from {
+            ContextSource::Header(name) => Some(name.as_str()),
+            _ => None,
+        })
+        .chain(match &config.identity.source {
+            Some(ClaimsSource::Header { name }) => Some(name.as_str()),
+            _ => None,
+        });
+    let mut single: Vec<String> = headers::SINGLE
+        .into_iter()
+        .chain(read)
+        .map(fold_header_name)
+        .collect();
+    single.sort();
+    single.dedup();
+    single
 }
 
 /// Types and actions the configuration names must exist in the schema, so

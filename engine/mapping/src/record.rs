@@ -58,6 +58,18 @@ impl MappedDecision {
     }
 }
 
+/// The longest refusal a record carries. Refusals can quote what a client
+/// sent (a token's untrusted `iss`, a path), and a log must not grow by
+/// whatever a client chooses to send.
+pub const MAX_REFUSAL_CHARS: usize = 256;
+
+fn truncate(text: &str) -> String {
+    match text.char_indices().nth(MAX_REFUSAL_CHARS) {
+        Some((cut, _)) => format!("{}…", text.get(..cut).unwrap_or_default()),
+        None => text.to_owned(),
+    }
+}
+
 /// The fields every host's record carries.
 #[derive(Debug, Clone, Copy)]
 pub struct DecisionRecord<'a> {
@@ -119,7 +131,7 @@ impl<'a> DecisionRecord<'a> {
             "errors": response.map(|response| {
                 response.errors.iter().map(|error| format!("{}: {}", error.policy_id, error.message)).collect::<Vec<_>>()
             }).unwrap_or_default(),
-            "refusal": self.refusal,
+            "refusal": self.refusal.map(truncate),
             "bundle_id": self.bundle_id,
         });
         match fields {

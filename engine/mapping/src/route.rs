@@ -13,6 +13,7 @@ pub(crate) struct CompiledRoute {
     pub(crate) methods: Vec<(String, EntityUid)>,
     pub(crate) resource_type: String,
     resource_id: String,
+    case_insensitive: bool,
 }
 
 #[derive(Debug, PartialEq, Eq)]
@@ -28,7 +29,7 @@ pub(crate) fn route(
     path: &str,
 ) -> Result<(EntityUid, EntityUid), Refusal> {
     for route in routes {
-        let Some(captures) = match_path(&route.segments, path)? else {
+        let Some(captures) = match_path(&route.segments, path, route.case_insensitive)? else {
             continue;
         };
         let action = route
@@ -92,6 +93,7 @@ pub(crate) fn compile_routes(
             methods,
             resource_type: route.resource.type_name.clone(),
             resource_id: route.resource.id.clone(),
+            case_insensitive: route.case_insensitive,
         });
     }
     routes
@@ -138,10 +140,17 @@ fn placeholders(template: &str) -> Vec<&str> {
 /// Matches a path against a template; captured segments are
 /// percent-decoded, and one that decodes to invalid UTF-8 or to a `/` is
 /// refused rather than guessed at.
-fn match_path(segments: &[Segment], path: &str) -> Result<Option<Vec<(String, String)>>, Refusal> {
+fn match_path(
+    segments: &[Segment],
+    path: &str,
+    case_insensitive: bool,
+) -> Result<Option<Vec<(String, String)>>, Refusal> {
     let Some(rest) = path.strip_prefix('/') else {
         return Ok(None);
     };
+    // `/dir/` matches what `/dir` matches: a trailing `/` never moves a
+    // request to another route.
+    let rest = rest.strip_suffix('/').unwrap_or(rest);
     let parts: Vec<&str> = rest.split('/').collect();
     let mut captures = Vec::new();
     for (index, segment) in segments.iter().enumerate() {
@@ -152,7 +161,14 @@ fn match_path(segments: &[Segment], path: &str) -> Result<Option<Vec<(String, St
                 return Ok(Some(captures));
             }
             Segment::Literal(literal) => {
-                if parts.get(index) != Some(&literal.as_str()) {
+                let matches = parts.get(index).is_some_and(|part| {
+                    if case_insensitive {
+                        part.eq_ignore_ascii_case(literal)
+                    } else {
+                        part == literal
+                    }
+                });
+                if !matches {
                     return Ok(None);
                 }
             }

@@ -8,7 +8,8 @@
 //!   and a memory cap (`limits`); an instance that traps is thrown away,
 //!   never reused.
 //! - `convert` translates between the core's types and the WIT types, and
-//!   `cache` keeps precompiled components on disk.
+//!   `cache` keeps precompiled components on disk, authenticated
+//!   ([`CacheOutcome`] says whether a runtime used it).
 //!
 //! The [`Backend`] trait and the native backend live in `cedar-edge-core`,
 //! so that hosts that decide natively do not build wasmtime.
@@ -22,6 +23,7 @@ mod limits;
 mod pool;
 mod runtime;
 
+pub use cache::{CacheOutcome, CacheProblem};
 pub use error::{AuthorizeError, RuntimeError};
 pub use pool::{ComponentBackend, PoolStats};
 pub use runtime::{BareInstance, ComponentRuntime, RuntimeConfig};

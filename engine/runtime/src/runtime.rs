@@ -1,5 +1,5 @@
 //! The compiled component and its wasmtime engine: configured once,
-//! precompiled once (or mapped from the cache), linked once into an
+//! precompiled once (or read from the authenticated cache), linked once into an
 //! `InstancePre` that every instance of every bundle starts from.
 
 use std::path::PathBuf;
@@ -12,7 +12,7 @@ use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConf
 use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 
 use crate::bindings::{PolicyEngine, PolicyEnginePre, wit};
-use crate::cache;
+use crate::cache::{self, CacheOutcome};
 use crate::convert;
 use crate::error::{AuthorizeError, RuntimeError};
 use crate::limits::{EpochTicker, MemoryCap, ticks};
@@ -34,6 +34,9 @@ pub struct RuntimeConfig {
     /// Size and depth limits applied to every request.
     pub request_limits: RequestLimits,
     /// Where precompiled components are cached; `None` compiles every time.
+    /// The folder is created 0700 and used only while it belongs to the
+    /// current user and nobody else may write to it; entries are
+    /// authenticated with a key kept in it (see the crate's README).
     pub cache_dir: Option<PathBuf>,
 }
 
@@ -71,6 +74,7 @@ pub(crate) struct RuntimeInner {
     engine: Engine,
     pre: PolicyEnginePre<InstanceState>,
     pub(crate) config: RuntimeConfig,
+    cache_outcome: CacheOutcome,
     pub(crate) deadline_ticks: u64,
     load_deadline_ticks: u64,
     _ticker: EpochTicker,
@@ -101,7 +105,7 @@ impl ComponentRuntime {
     pub fn with_component(wasm: &[u8], config: RuntimeConfig) -> Result<Self, RuntimeError> {
         let failed = |err: wasmtime::Error| RuntimeError::Component(format!("{err:#}"));
         let engine = Engine::new(&engine_config(&config)).map_err(failed)?;
-        let component =
+        let (component, cache_outcome) =
             cache::load_or_compile(&engine, wasm, config.cache_dir.as_deref()).map_err(failed)?;
         let mut linker = Linker::<InstanceState>::new(&engine);
         // The component's WASI imports are satisfied by a context that grants
@@ -117,6 +121,7 @@ impl ComponentRuntime {
                 engine,
                 pre,
                 config,
+                cache_outcome,
                 _ticker: ticker,
             }),
         })
@@ -125,6 +130,12 @@ impl ComponentRuntime {
     /// The settings in force.
     pub fn config(&self) -> &RuntimeConfig {
         &self.inner.config
+    }
+
+    /// Whether the compiled component came from the cache, and why not when
+    /// it did not.
+    pub fn cache_outcome(&self) -> &CacheOutcome {
+        &self.inner.cache_outcome
     }
 
     /// The names of the component's imports: what it could ask the host for.

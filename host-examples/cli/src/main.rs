@@ -32,6 +32,11 @@ enum Command {
     Diff(command::diff::DiffArgs),
 }
 
+/// The stack the commands run on. Cedar's parsers recurse per nesting level
+/// of a policy; the core refuses text nested deeper than it allows before
+/// parsing, and this stack leaves that limit a wide margin.
+const COMMAND_STACK_BYTES: usize = 64 * 1024 * 1024;
+
 fn main() -> std::process::ExitCode {
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
@@ -44,12 +49,28 @@ fn main() -> std::process::ExitCode {
             };
         }
     };
-    let code = match cli.command {
+    let spawned = std::thread::Builder::new()
+        .name("cedar-edge".to_owned())
+        .stack_size(COMMAND_STACK_BYTES)
+        .spawn(move || run(cli));
+    let code = match spawned.map(std::thread::JoinHandle::join) {
+        Ok(Ok(code)) => code,
+        // The panic has printed its message.
+        Ok(Err(_)) => exit_codes::RUNTIME,
+        Err(err) => {
+            eprintln!("error: cannot start the command's thread: {err}");
+            exit_codes::RUNTIME
+        }
+    };
+    code.into()
+}
+
+fn run(cli: Cli) -> u8 {
+    match cli.command {
         Command::Authorize(args) => command::authorize::run(&args),
         Command::Validate(args) => command::validate::run(&args),
         Command::Fmt(args) => command::fmt::run(&args),
         Command::Test(args) => command::test::run(&args),
         Command::Diff(args) => command::diff::run(&args),
-    };
-    code.into()
+    }
 }

@@ -1,15 +1,18 @@
-//! What the filter writes: the 403 and 401 bodies and the one decision log
-//! line per request (the shared decision record, plus `shadow`). Tokens and
-//! claims never appear; only uids, policy ids and reasons do.
+//! What the filter writes and names: the 400, 401 and 403 bodies, the one
+//! decision log line per request (the shared decision record, plus
+//! `shadow` and the canonical `path` decided), and decision ids. Tokens,
+//! claims and query strings never appear; only uids, policy ids and
+//! reasons do.
 
-use cedar_edge_mapping::{DecisionRecord, MappedDecision, Verdict};
+use cedar_edge_mapping::{DecisionRecord, MappedDecision, Refusal, Verdict, fold_header_name};
 use serde_json::{Value, json};
 
-/// The JSON body of a 401 or 403.
+/// The JSON body of a 400, 401 or 403.
 pub fn refusal_body(decision: &MappedDecision, decision_id: &str, with_reasons: bool) -> String {
     let mut body = json!({
         "decision": match decision.verdict {
             Verdict::Unauthenticated => "unauthenticated",
+            Verdict::Malformed => "bad_request",
             Verdict::Allow | Verdict::Deny => "deny",
         },
         "decision_id": decision_id,
@@ -25,7 +28,9 @@ pub fn refusal_body(decision: &MappedDecision, decision_id: &str, with_reasons: 
     body.to_string()
 }
 
-/// The decision log line: one JSON object per request.
+/// The decision log line: one JSON object per request. `path` is the
+/// canonical path that was decided, and so the one forwarded; the query
+/// is left out, since it can carry tokens.
 pub fn log_line(
     decision: &MappedDecision,
     decision_id: &str,
@@ -34,5 +39,92 @@ pub fn log_line(
 ) -> String {
     let mut record = DecisionRecord::of(decision, decision_id, bundle_id).to_json();
     record.insert("shadow".to_owned(), Value::Bool(shadow));
+    record.insert(
+        "path".to_owned(),
+        decision
+            .target
+            .as_ref()
+            .map_or(Value::Null, |target| Value::String(target.path.clone())),
+    );
     Value::Object(record).to_string()
+}
+
+/// The per-VM part of decision ids: 64 random bits from the host. Should
+/// the host have no randomness, `fallback` (the clock, in nanoseconds) is
+/// used, which still differs between VMs started at different instants.
+pub fn vm_nonce(fallback: u128) -> u64 {
+    let mut bytes = [0u8; 8];
+    match getrandom::getrandom(&mut bytes) {
+        Ok(()) => u64::from_le_bytes(bytes),
+        // Folds the 128-bit clock into 64 bits.
+        Err(_) => (fallback as u64) ^ ((fallback >> 64) as u64),
+    }
+}
+
+/// A decision id: the VM's nonce and the request's sequence number within
+/// that VM, so ids never repeat across requests, worker threads or
+/// restarts, and no client chooses one.
+pub fn decision_id(vm_nonce: u64, sequence: u64) -> String {
+    format!("cedar-{vm_nonce:016x}-{sequence:x}")
+}
+
+/// More than one `Authorization` credential, as Envoy presents them: it
+/// joins repeated headers into one value with commas. A bearer token
+/// never holds a comma, so a comma means two credentials, and an upstream
+/// could read one that was not the one verified: 400.
+pub fn repeated_credentials(headers: &[(String, Vec<u8>)]) -> Option<Refusal> {
+    let values: Vec<&[u8]> = headers
+        .iter()
+        .filter(|(name, _)| fold_header_name(name) == "authorization")
+        .map(|(_, value)| value.as_slice())
+        .collect();
+    let credentials: usize = values
+        .iter()
+        .map(|value| 1 + value.iter().filter(|&&byte| byte == b',').count())
+        .sum();
+    (credentials > 1).then(|| {
+        Refusal::Malformed(format!(
+            "{credentials} `authorization` credentials; at most one is accepted"
+        ))
+    })
+}
+
+#[cfg(test)]
+#[allow(clippy::panic)]
+mod tests {
+    use super::*;
+
+    fn headers(pairs: &[(&str, &str)]) -> Vec<(String, Vec<u8>)> {
+        pairs
+            .iter()
+            .map(|(name, value)| ((*name).to_owned(), value.as_bytes().to_vec()))
+            .collect()
+    }
+
+    #[test]
+    fn one_credential_passes_and_two_in_any_form_are_refused() {
+        assert!(repeated_credentials(&headers(&[("authorization", "Bearer a.b.c")])).is_none());
+        assert!(repeated_credentials(&headers(&[("x-other", "a, b")])).is_none());
+        assert!(repeated_credentials(&[]).is_none());
+        for refused in [
+            headers(&[("authorization", "Basic eHl6,Bearer a.b.c")]),
+            headers(&[("authorization", "Bearer a"), ("authorization", "Bearer b")]),
+            headers(&[("authorization", "Bearer a"), ("Authorization", "Bearer b")]),
+        ] {
+            let Some(Refusal::Malformed(reason)) = repeated_credentials(&refused) else {
+                panic!("{refused:?} was not refused");
+            };
+            assert!(reason.contains("2 `authorization`"), "{reason}");
+        }
+    }
+
+    #[test]
+    fn decision_ids_differ_across_vms_and_requests() {
+        let first = vm_nonce(1);
+        let second = vm_nonce(1);
+        assert_ne!(first, second, "two VMs drew the same nonce");
+        assert_ne!(decision_id(first, 1), decision_id(first, 2));
+        assert_ne!(decision_id(first, 1), decision_id(second, 1));
+        assert_eq!(decision_id(0xab, 0x10), "cedar-00000000000000ab-10");
+    }
 }

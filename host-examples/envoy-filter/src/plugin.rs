@@ -13,7 +13,9 @@ use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::{Action, ContextType, LogLevel, MapType, MetricType};
 
 use cedar_edge_mapping::config::ClaimsSource;
-use cedar_edge_mapping::{Claims, HttpRequest, Mapping, Verdict, claims_from_header};
+use cedar_edge_mapping::{
+    Claims, HttpRequest, MappedDecision, Mapping, Verdict, claims_from_header,
+};
 
 use crate::decision::{log_line, refusal_body};
 use crate::protobuf::filter_metadata;
@@ -23,13 +25,16 @@ proxy_wasm::main! {{
     proxy_wasm::set_root_context(|_| -> Box<dyn RootContext> { Box::new(Root::default()) });
 }}
 
-/// Counter ids, defined once per VM.
+/// Counter ids, defined once per VM. Each request lands in one of
+/// `allowed`, `denied`, `shadow_denied` and `malformed`; `errors` counts
+/// those whose mapping or evaluation failed, whatever the outcome.
 #[derive(Debug, Clone, Copy, Default)]
 struct Counters {
     allowed: u32,
     denied: u32,
     errors: u32,
     shadow_denied: u32,
+    malformed: u32,
 }
 
 impl Counters {
@@ -40,6 +45,7 @@ impl Counters {
             denied: counter("cedar_edge.denied"),
             errors: counter("cedar_edge.errors"),
             shadow_denied: counter("cedar_edge.shadow_denied"),
+            malformed: counter("cedar_edge.malformed"),
         }
     }
 
@@ -53,6 +59,9 @@ struct Root {
     mapping: Option<Rc<Mapping>>,
     counters: Counters,
     next_id: Cell<u64>,
+    /// Random per VM, so that decision ids differ across Envoy's worker
+    /// threads (one VM each) and across restarts.
+    vm_nonce: u64,
 }
 
 impl Context for Root {}
@@ -60,6 +69,7 @@ impl Context for Root {}
 impl RootContext for Root {
     fn on_configure(&mut self, _size: usize) -> bool {
         self.counters = Counters::define();
+        self.vm_nonce = crate::decision::vm_nonce(now_nanos());
         let bytes = match hostcalls::get_buffer(
             proxy_wasm::types::BufferType::PluginConfiguration,
             0,
@@ -106,13 +116,13 @@ impl RootContext for Root {
         }
     }
 
-    fn create_http_context(&self, context_id: u32) -> Option<Box<dyn HttpContext>> {
+    fn create_http_context(&self, _context_id: u32) -> Option<Box<dyn HttpContext>> {
         let sequence = self.next_id.get().wrapping_add(1);
         self.next_id.set(sequence);
         Some(Box::new(Request {
             mapping: self.mapping.clone(),
             counters: self.counters,
-            fallback_id: format!("cedar-{context_id}-{sequence}"),
+            decision_id: crate::decision::decision_id(self.vm_nonce, sequence),
         }))
     }
 
@@ -124,7 +134,7 @@ impl RootContext for Root {
 struct Request {
     mapping: Option<Rc<Mapping>>,
     counters: Counters,
-    fallback_id: String,
+    decision_id: String,
 }
 
 impl Context for Request {}
@@ -141,10 +151,13 @@ impl HttpContext for Request {
             return Action::Pause;
         };
         let http = read_request(&mapping);
-        let decision_id = header_text(&http.headers, "x-request-id")
-            .filter(|id| !id.is_empty() && id.len() <= 128)
-            .unwrap_or_else(|| self.fallback_id.clone());
-        let decision = mapping.decide(&http);
+        // The filter's own id: a client's `x-request-id` is the client's
+        // word, and the upstream must not take it for this decision's.
+        let decision_id = self.decision_id.clone();
+        let decision = match crate::decision::repeated_credentials(&http.headers) {
+            Some(refusal) => MappedDecision::refused(refusal),
+            None => mapping.decide(&http),
+        };
         let config = mapping.config();
         let shadow = config.shadow_mode;
         log(
@@ -154,8 +167,16 @@ impl HttpContext for Request {
         if decision.refusal.is_some() {
             Counters::bump(self.counters.errors);
         }
-        strip_identity_headers(&mapping);
-        match decision.verdict {
+        remove_client_headers(&mapping, &http.headers);
+        let forwarded = match decision.verdict {
+            // A target or headers that could be read two ways are never
+            // forwarded, not even in shadow mode.
+            Verdict::Malformed => {
+                Counters::bump(self.counters.malformed);
+                let body = refusal_body(&decision, &decision_id, config.reasons_in_deny_body);
+                respond(400, &body);
+                false
+            }
             Verdict::Allow => {
                 Counters::bump(self.counters.allowed);
                 if let Some(request) = &decision.request {
@@ -164,13 +185,11 @@ impl HttpContext for Request {
                         &request.principal.to_string(),
                     );
                 }
-                set_header(&config.upstream_headers.decision_id, &decision_id);
-                Action::Continue
+                true
             }
             Verdict::Deny | Verdict::Unauthenticated if shadow => {
                 Counters::bump(self.counters.shadow_denied);
-                set_header(&config.upstream_headers.decision_id, &decision_id);
-                Action::Continue
+                true
             }
             Verdict::Deny | Verdict::Unauthenticated => {
                 Counters::bump(self.counters.denied);
@@ -180,9 +199,36 @@ impl HttpContext for Request {
                 } else {
                     respond(403, &body);
                 }
-                Action::Pause
+                false
+            }
+        };
+        if !forwarded {
+            return Action::Pause;
+        }
+        // The upstream gets exactly the target that was decided. A request
+        // refused before the engine saw it (no identity, in shadow mode)
+        // carries no target, so its canonical form is read here.
+        let canonical = match &decision.target {
+            Some(target) => Ok(target.path_and_query()),
+            None => mapping
+                .target(&http.path)
+                .map(|target| target.path_and_query()),
+        };
+        match canonical {
+            Ok(canonical) => {
+                if canonical != http.path {
+                    set_header(":path", &canonical);
+                }
+            }
+            Err(refusal) => {
+                Counters::bump(self.counters.malformed);
+                let refused = MappedDecision::refused(refusal);
+                respond(400, &refusal_body(&refused, &decision_id, false));
+                return Action::Pause;
             }
         }
+        set_header(&config.upstream_headers.decision_id, &decision_id);
+        Action::Continue
     }
 }
 
@@ -219,12 +265,7 @@ fn read_request(mapping: &Mapping) -> HttpRequest {
             .flatten()
             .and_then(|bytes| String::from_utf8(bytes).ok())
     };
-    let now_seconds = hostcalls::get_current_time()
-        .ok()
-        .and_then(|now| now.duration_since(UNIX_EPOCH).ok())
-        .map_or(0, |since| {
-            i64::try_from(since.as_secs()).unwrap_or(i64::MAX)
-        });
+    let now_seconds = i64::try_from(now_nanos() / 1_000_000_000).unwrap_or(i64::MAX);
     HttpRequest {
         method: header_text(&headers, ":method").unwrap_or_default(),
         path: header_text(&headers, ":path").unwrap_or_default(),
@@ -244,12 +285,26 @@ fn header_text(headers: &[(String, Vec<u8>)], name: &str) -> Option<String> {
         .and_then(|(_, value)| String::from_utf8(value.clone()).ok())
 }
 
-/// Client-sent copies of the headers this filter sets, and of any header
-/// the configuration names, never reach the upstream.
-fn strip_identity_headers(mapping: &Mapping) {
-    for name in mapping.protected_headers() {
-        let _ = hostcalls::remove_map_value(MapType::HttpRequestHeaders, name);
+/// Client-sent copies of the headers this filter sets, of any header the
+/// configuration names (in any spelling), and hop-by-hop headers never
+/// reach the upstream.
+fn remove_client_headers(mapping: &Mapping, headers: &[(String, Vec<u8>)]) {
+    let names = mapping.headers_to_remove(
+        headers
+            .iter()
+            .map(|(name, value)| (name.as_str(), value.as_slice())),
+    );
+    for name in names {
+        let _ = hostcalls::remove_map_value(MapType::HttpRequestHeaders, &name);
     }
+}
+
+/// The host's clock, in nanoseconds since the epoch (0 if unreadable).
+fn now_nanos() -> u128 {
+    hostcalls::get_current_time()
+        .ok()
+        .and_then(|now| now.duration_since(UNIX_EPOCH).ok())
+        .map_or(0, |since| since.as_nanos())
 }
 
 fn set_header(name: &str, value: &str) {

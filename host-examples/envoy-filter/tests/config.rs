@@ -66,3 +66,21 @@ fn a_configuration_without_a_bundle_is_refused() {
         .to_string();
     assert!(text.contains("`bundle`"), "{text}");
 }
+
+#[test]
+fn policies_nested_too_deep_are_refused_with_their_place() {
+    let (source, mapping) = airflow();
+    let mut config = plugin_config(&source, &mapping);
+    for depth in [150, 10_000] {
+        config["bundle"]["policies"][format!("deep-{depth}.cedar")] = json!(format!(
+            "permit (principal, action, resource)\nwhen {{ {}true{} }};\n",
+            "(".repeat(depth),
+            ")".repeat(depth)
+        ));
+    }
+    let text = load(config.to_string().as_bytes()).unwrap_err().to_string();
+    for file in ["deep-150.cedar:2:", "deep-10000.cedar:2:"] {
+        assert!(text.contains(file), "{text}");
+    }
+    assert!(text.contains("nested more than"), "{text}");
+}

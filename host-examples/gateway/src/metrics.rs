@@ -22,7 +22,24 @@ pub struct Metrics {
     reloads_failed: AtomicU64,
     jwks_refresh_ok: AtomicU64,
     jwks_refresh_failed: AtomicU64,
+    audit_dropped: AtomicU64,
+    connections_open: AtomicU64,
+    connections_header_timeout: AtomicU64,
+    connections_idle_timeout: AtomicU64,
+    connections_cut_at_shutdown: AtomicU64,
+    accept_errors: AtomicU64,
     bundle_id: Mutex<String>,
+}
+
+/// Why the gateway closed a client connection itself.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ConnectionCut {
+    /// The request's headers did not arrive in time.
+    HeaderTimeout,
+    /// Nothing moved for the idle timeout.
+    IdleTimeout,
+    /// Still open when the shutdown's drain time ran out.
+    Shutdown,
 }
 
 impl Metrics {
@@ -64,7 +81,36 @@ impl Metrics {
         counter.fetch_add(1, Ordering::Relaxed);
     }
 
-    /// Records the active bundle.
+    /// Counts an audit record not written (rate-limited).
+    pub fn audit_dropped(&self) {
+        self.audit_dropped.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Counts a client connection opening (`true`) or ending.
+    pub fn connection(&self, opened: bool) {
+        if opened {
+            self.connections_open.fetch_add(1, Ordering::Relaxed);
+        } else {
+            self.connections_open.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Counts a connection the gateway closed, by reason.
+    pub fn connection_cut(&self, why: ConnectionCut) {
+        let counter = match why {
+            ConnectionCut::HeaderTimeout => &self.connections_header_timeout,
+            ConnectionCut::IdleTimeout => &self.connections_idle_timeout,
+            ConnectionCut::Shutdown => &self.connections_cut_at_shutdown,
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Counts a failed `accept` (such as running out of file descriptors).
+    pub fn accept_error(&self) {
+        self.accept_errors.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Sets the active bundle.
     pub fn set_bundle(&self, id: &str) {
         if let Ok(mut current) = self.bundle_id.lock() {
             id.clone_into(&mut current);
@@ -125,6 +171,36 @@ impl Metrics {
             out,
             "cedar_edge_jwks_refreshes_total{{result=\"failed\"}} {}",
             get(&self.jwks_refresh_failed)
+        );
+        out.push_str("# HELP cedar_edge_audit_dropped_total Audit records of unauthenticated requests not written (rate limit).\n# TYPE cedar_edge_audit_dropped_total counter\n");
+        let _ = writeln!(
+            out,
+            "cedar_edge_audit_dropped_total {}",
+            get(&self.audit_dropped)
+        );
+        out.push_str("# HELP cedar_edge_connections_open Client connections open now.\n# TYPE cedar_edge_connections_open gauge\n");
+        let _ = writeln!(
+            out,
+            "cedar_edge_connections_open {}",
+            get(&self.connections_open)
+        );
+        out.push_str("# HELP cedar_edge_connections_closed_total Client connections the gateway closed, by reason.\n# TYPE cedar_edge_connections_closed_total counter\n");
+        for (reason, counter) in [
+            ("header_timeout", &self.connections_header_timeout),
+            ("idle_timeout", &self.connections_idle_timeout),
+            ("shutdown", &self.connections_cut_at_shutdown),
+        ] {
+            let _ = writeln!(
+                out,
+                "cedar_edge_connections_closed_total{{reason=\"{reason}\"}} {}",
+                get(counter)
+            );
+        }
+        out.push_str("# HELP cedar_edge_accept_errors_total Failed accepts (such as no free file descriptor), each followed by a pause.\n# TYPE cedar_edge_accept_errors_total counter\n");
+        let _ = writeln!(
+            out,
+            "cedar_edge_accept_errors_total {}",
+            get(&self.accept_errors)
         );
         out.push_str("# HELP cedar_edge_bundle_info The active bundle.\n# TYPE cedar_edge_bundle_info gauge\n");
         let bundle = self

@@ -2,14 +2,16 @@
 //! AuthZEN API, `/healthz` and `/metrics`.
 
 use std::convert::Infallible;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use cedar_edge_core::{Request, Response as Decision};
-use cedar_edge_mapping::{Claims, DecisionKind, DecisionRecord, HttpRequest, Refusal};
+use cedar_edge_mapping::{
+    Claims, DecisionKind, DecisionRecord, HttpRequest, Refusal, Target, fold_header_name,
+};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use hyper::header::{HeaderName, HeaderValue};
@@ -23,6 +25,23 @@ use crate::jwt::Verifier;
 use crate::metrics::Metrics;
 use crate::proxy::{Body, UpstreamClient, full};
 use crate::state::{BundleSlot, LoadedBundle};
+
+/// The forwarding chain, as proxies write it.
+const FORWARDED_FOR: &str = "x-forwarded-for";
+
+/// Headers through which a proxy tells its upstream about the client. Only
+/// trusted proxies may send them; from anyone else they are dropped, and in
+/// a spelling other than this one (`X_Forwarded_For`) they are always
+/// dropped, since upstreams that fold `_` would read them as these.
+const FORWARDING: [&str; 7] = [
+    "forwarded",
+    "x-forwarded-for",
+    "x-forwarded-host",
+    "x-forwarded-port",
+    "x-forwarded-prefix",
+    "x-forwarded-proto",
+    "x-real-ip",
+];
 
 /// The largest AuthZEN request body read.
 const MAX_API_BODY: usize = 1024 * 1024;
@@ -103,12 +122,53 @@ impl Gateway {
         let decision_id = self.next_decision_id();
         let active = self.bundles.serving();
         let (mut parts, body) = request.into_parts();
-        // Client-sent identity headers never reach an upstream.
-        for name in active.mapping.protected_headers() {
-            parts.headers.remove(name);
+        let mapping = &active.mapping;
+        let headers: Vec<(String, Vec<u8>)> = parts
+            .headers
+            .iter()
+            .map(|(name, value)| (name.as_str().to_owned(), value.as_bytes().to_vec()))
+            .collect();
+        // The one target that is decided and forwarded, and no header that
+        // could be read two ways.
+        let checked = mapping.check_headers(&headers).and_then(|()| {
+            // No path (a CONNECT's authority form): nothing to decide.
+            let raw_target = parts
+                .uri
+                .path_and_query()
+                .map(|target| target.as_str())
+                .ok_or_else(|| Refusal::Malformed("the request has no path".to_owned()))?;
+            let target = mapping.target(raw_target)?;
+            let client = self.client_address(&parts.headers, peer)?;
+            Ok((target, client))
+        });
+        let (target, client) = match checked {
+            Ok(checked) => checked,
+            Err(Refusal::Malformed(reason) | Refusal::Invalid(reason)) => {
+                return self.malformed(&decision_id, &reason, active.bundle_id(), started);
+            }
+            Err(Refusal::NoIdentity) => return unauthorized("no verified identity"),
+        };
+        // Client-sent identity headers and hop-by-hop headers never reach
+        // an upstream, nor forwarding headers an untrusted peer wrote.
+        let trusted_peer = self.is_trusted_proxy(peer.ip());
+        let remove = mapping
+            .headers_to_remove(
+                headers
+                    .iter()
+                    .map(|(name, value)| (name.as_str(), value.as_slice())),
+            )
+            .into_iter()
+            .chain(headers.iter().filter_map(|(name, _)| {
+                let folded = fold_header_name(name);
+                let forwarding = FORWARDING.contains(&folded.as_str());
+                (forwarding && (!trusted_peer || folded != *name)).then(|| name.clone())
+            }));
+        for name in remove.collect::<Vec<_>>() {
+            parts.headers.remove(name.as_str());
         }
-        let upstream_headers = &active.mapping.config().upstream_headers;
-        let Some((upstream, _)) = self.upstream_for(parts.uri.path()) else {
+        set_forwarded_for(&mut parts.headers, peer);
+        let upstream_headers = &mapping.config().upstream_headers;
+        let Some((upstream, _)) = self.upstream_for(&target.path) else {
             return json_response(StatusCode::NOT_FOUND, &json!({"error": "no route"}));
         };
         let token = bearer(&parts.headers);
@@ -130,7 +190,7 @@ impl Gateway {
             }
         };
         let (kind, cedar_request, decision) = if self.config.authorization {
-            self.decide(&active, &parts, peer, &claims).await
+            self.decide(&active, &parts, &target, client, &claims).await
         } else {
             (DecisionKind::Allow, None, None)
         };
@@ -161,12 +221,12 @@ impl Gateway {
             &upstream_headers.decision_id,
             &decision_id,
         );
-        let target = format!(
+        let forwarded = format!(
             "{}{}",
             upstream.trim_end_matches('/'),
-            parts.uri.path_and_query().map_or("/", |pq| pq.as_str())
+            target.path_and_query()
         );
-        parts.uri = match target.parse() {
+        parts.uri = match forwarded.parse() {
             Ok(uri) => uri,
             Err(_) => {
                 return json_response(
@@ -192,21 +252,19 @@ impl Gateway {
         &self,
         active: &LoadedBundle,
         parts: &hyper::http::request::Parts,
-        peer: SocketAddr,
+        target: &Target,
+        client: IpAddr,
         claims: &Map<String, Value>,
     ) -> (DecisionKind, Option<Request>, Option<Decision>) {
         let http = HttpRequest {
             method: parts.method.as_str().to_owned(),
-            path: parts
-                .uri
-                .path_and_query()
-                .map_or_else(|| parts.uri.path().to_owned(), |pq| pq.as_str().to_owned()),
+            path: target.path_and_query(),
             headers: parts
                 .headers
                 .iter()
                 .map(|(name, value)| (name.as_str().to_owned(), value.as_bytes().to_vec()))
                 .collect(),
-            source_address: Some(peer.ip().to_string()),
+            source_address: Some(client.to_string()),
             peer_identity: None,
             now_seconds: now_seconds(),
             claims: Claims::Present(claims.clone()),
@@ -214,21 +272,79 @@ impl Gateway {
         let request = match active.mapping.map(&http) {
             Ok(request) => request,
             Err(Refusal::NoIdentity) => return (DecisionKind::Unauthenticated, None, None),
-            Err(Refusal::Invalid(reason)) => {
+            Err(Refusal::Invalid(reason) | Refusal::Malformed(reason)) => {
                 let decision = Decision::denied_by_error(reason, active.bundle_id());
                 return (DecisionKind::Error, None, Some(decision));
             }
         };
-        let decision = active
-            .backend
-            .authorize_async(&request)
-            .await
-            .unwrap_or_else(|err| Decision::denied_by_error(err.to_string(), active.bundle_id()));
+        let decision = match active.backend.authorize_async(&request).await {
+            Ok(decision) => active.mapping.apply_forbid_errors(decision),
+            Err(err) => Decision::denied_by_error(err.to_string(), active.bundle_id()),
+        };
         (
             DecisionKind::of_response(&decision),
             Some(request),
             Some(decision),
         )
+    }
+
+    /// A 400 for a request that could be read two ways: logged, counted
+    /// and audited. It comes before any token is checked, so its records
+    /// share the rate limit of unauthenticated ones.
+    fn malformed(
+        &self,
+        decision_id: &str,
+        reason: &str,
+        bundle_id: &str,
+        started: Instant,
+    ) -> Response<Body> {
+        let record = DecisionRecord::refused(decision_id, DecisionKind::Error, reason, bundle_id);
+        if self.audit_unverified(&record, started) {
+            tracing::info!(decision_id, reason, "refused an ambiguous request");
+        }
+        json_response(
+            StatusCode::BAD_REQUEST,
+            &json!({"error": "bad request", "reason": reason, "decision_id": decision_id}),
+        )
+    }
+
+    fn is_trusted_proxy(&self, address: IpAddr) -> bool {
+        self.config
+            .trusted_proxies
+            .iter()
+            .any(|net| net.contains(address))
+    }
+
+    /// The client's address: the socket's peer, unless that peer is a
+    /// trusted proxy; then the right-most `X-Forwarded-For` hop that is not
+    /// itself a trusted proxy (hops left of it were written by the client
+    /// and are not read), or the left-most hop when every hop is trusted.
+    fn client_address(
+        &self,
+        headers: &hyper::HeaderMap,
+        peer: SocketAddr,
+    ) -> Result<IpAddr, Refusal> {
+        let peer_ip = peer.ip().to_canonical();
+        if !self.is_trusted_proxy(peer_ip) {
+            return Ok(peer_ip);
+        }
+        let mut hops = Vec::new();
+        for value in headers.get_all(FORWARDED_FOR) {
+            let text = value
+                .to_str()
+                .map_err(|_| Refusal::Malformed("`x-forwarded-for` is not ASCII".to_owned()))?;
+            hops.extend(text.split(',').map(str::trim));
+        }
+        let mut client = peer_ip;
+        for hop in hops.iter().rev() {
+            client = parse_hop(hop).ok_or_else(|| {
+                Refusal::Malformed(format!("`x-forwarded-for` hop `{hop}` is not an address"))
+            })?;
+            if !self.is_trusted_proxy(client) {
+                break;
+            }
+        }
+        Ok(client)
     }
 
     fn upstream_for(&self, path: &str) -> Option<(&str, &str)> {
@@ -254,7 +370,35 @@ impl Gateway {
         started: Instant,
         claims: Option<&Map<String, Value>>,
     ) {
-        let micros = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
+        if record.kind == DecisionKind::Unauthenticated {
+            self.audit_unverified(record, started);
+        } else {
+            self.count_and_write(record, started, claims);
+        }
+    }
+
+    /// Counts and audits a request refused before any token was verified.
+    /// Anyone can send those, so their records are rate-limited so that
+    /// they cannot flood the log; a dropped record is counted. Whether the
+    /// record was written.
+    fn audit_unverified(&self, record: &DecisionRecord<'_>, started: Instant) -> bool {
+        if self.audit.admit_unauthenticated() {
+            self.count_and_write(record, started, None);
+            true
+        } else {
+            self.metrics.decision(record.kind, elapsed_micros(started));
+            self.metrics.audit_dropped();
+            false
+        }
+    }
+
+    fn count_and_write(
+        &self,
+        record: &DecisionRecord<'_>,
+        started: Instant,
+        claims: Option<&Map<String, Value>>,
+    ) {
+        let micros = elapsed_micros(started);
         self.metrics.decision(record.kind, micros);
         let mut fields = record.to_json();
         fields.insert("time".to_owned(), Value::String(now_rfc3339()));
@@ -322,11 +466,10 @@ impl Gateway {
                 return authzen::answer(false, &decision_id, &[], &[reason]);
             }
         };
-        let decision = active
-            .backend
-            .authorize_async(&request)
-            .await
-            .unwrap_or_else(|err| Decision::denied_by_error(err.to_string(), active.bundle_id()));
+        let decision = match active.backend.authorize_async(&request).await {
+            Ok(decision) => active.mapping.apply_forbid_errors(decision),
+            Err(err) => Decision::denied_by_error(err.to_string(), active.bundle_id()),
+        };
         let record = DecisionRecord {
             decision_id: &decision_id,
             kind: DecisionKind::of_response(&decision),
@@ -400,6 +543,31 @@ fn unauthorized(reason: &str) -> Response<Body> {
     response
 }
 
+/// An `X-Forwarded-For` hop: an address, perhaps with a port
+/// (`10.0.0.1:3456`, `[2001:db8::1]:80`).
+fn parse_hop(hop: &str) -> Option<IpAddr> {
+    hop.parse::<IpAddr>()
+        .or_else(|_| hop.parse::<SocketAddr>().map(|address| address.ip()))
+        .ok()
+        .map(|address| address.to_canonical())
+}
+
+/// `X-Forwarded-For` for the upstream: what is left of the chain (only a
+/// trusted proxy's survives the header hygiene), plus this peer.
+fn set_forwarded_for(headers: &mut hyper::HeaderMap, peer: SocketAddr) {
+    let mut chain: Vec<String> = headers
+        .get_all(FORWARDED_FOR)
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .map(str::to_owned)
+        .collect();
+    chain.push(peer.ip().to_canonical().to_string());
+    headers.remove(FORWARDED_FOR);
+    if let Ok(value) = HeaderValue::from_str(&chain.join(", ")) {
+        headers.insert(FORWARDED_FOR, value);
+    }
+}
+
 fn set_header(headers: &mut hyper::HeaderMap, name: &str, value: &str) {
     if let (Ok(name), Ok(value)) = (
         HeaderName::from_bytes(name.as_bytes()),
@@ -427,6 +595,10 @@ fn text(status: StatusCode, body: String) -> Response<Body> {
         HeaderValue::from_static("text/plain; version=0.0.4"),
     );
     response
+}
+
+fn elapsed_micros(started: Instant) -> u64 {
+    u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX)
 }
 
 fn now_seconds() -> i64 {

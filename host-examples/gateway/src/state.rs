@@ -3,9 +3,19 @@
 //! A reload builds the next bundle completely (mapping checked against its
 //! schema, component loaded) before one atomic swap; a bundle that fails
 //! anywhere is refused and the last good one keeps serving.
+//!
+//! Polled changes apply only once stable: the same content hash seen at two
+//! polls at least `reload_settle_ms` apart. A deploy that writes its files
+//! one by one (a forbid moved from one file to another) is then never
+//! served half-written, as long as it finishes within the settle time.
+//! SIGHUP, the operator saying the bundle is complete, applies at once.
+//! Loads run on their own thread with a large stack, after the core's
+//! nesting pre-check, so a policy nested too deep is refused like any
+//! other broken bundle instead of overflowing a stack.
 
 use std::path::PathBuf;
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
 
 use cedar_edge_core::{Backend, Bundle, BundleSource, NativeBackend, RequestLimits};
 use cedar_edge_mapping::{Mapping, MappingConfig};
@@ -44,6 +54,12 @@ pub struct BundleSlot {
     mapping: MappingConfig,
     runtime: Option<ComponentRuntime>,
     serving: RwLock<Arc<LoadedBundle>>,
+    /// A changed content hash, and when a poll first saw it.
+    pending: Mutex<Option<(String, Instant)>>,
+    /// The last content a load refused (or the last read error): polls do
+    /// not retry or log it again until the directory changes.
+    refused: Mutex<Option<String>>,
+    settle: Duration,
     metrics: Arc<Metrics>,
 }
 
@@ -56,11 +72,13 @@ impl std::fmt::Debug for BundleSlot {
 }
 
 impl BundleSlot {
-    /// Compiles the component (if chosen) and loads the first bundle.
+    /// Compiles the component (if chosen) and loads the first bundle. A
+    /// polled change applies once it has held for `settle`.
     pub fn start(
         bundle_dir: PathBuf,
         mapping: MappingConfig,
         backend: BackendKind,
+        settle: Duration,
         metrics: Arc<Metrics>,
     ) -> Result<Self, GatewayError> {
         let runtime = match backend {
@@ -78,6 +96,9 @@ impl BundleSlot {
             mapping,
             runtime,
             serving: RwLock::new(Arc::new(first)),
+            pending: Mutex::new(None),
+            refused: Mutex::new(None),
+            settle,
             metrics,
         })
     }
@@ -92,14 +113,47 @@ impl BundleSlot {
 
     /// Loads the directory again if its content changed. `Ok(true)` when a
     /// new bundle now serves; an error leaves the old one in place.
-    pub fn reload(&self) -> Result<bool, GatewayError> {
-        let source = BundleSource::from_dir(&self.bundle_dir)?;
-        if source.content_hash() == self.serving().bundle_id() {
+    /// `Reload::WhenStable` (a poll) waits until the change is stable and
+    /// does not retry content already refused; `Reload::Now` (SIGHUP)
+    /// loads at once.
+    pub fn reload(&self, when: Reload) -> Result<bool, GatewayError> {
+        let source = match BundleSource::from_dir(&self.bundle_dir) {
+            Ok(source) => source,
+            Err(err) => {
+                // Often a deploy in progress (a file replaced while it was
+                // listed): logged once, and the next poll tries again.
+                let text = err.to_string();
+                if self.note_refused(&text) || when == Reload::Now {
+                    tracing::warn!(error = %text, "cannot read the bundle directory; the last good bundle keeps serving");
+                }
+                return Err(err.into());
+            }
+        };
+        let hash = source.content_hash();
+        if hash == self.serving().bundle_id() {
+            set(&self.pending, None);
             return Ok(false);
         }
+        if when == Reload::WhenStable {
+            if get(&self.refused).as_deref() == Some(hash.as_str()) {
+                return Ok(false);
+            }
+            let settled = match get(&self.pending) {
+                Some((seen, since)) if seen == hash => since.elapsed() >= self.settle,
+                _ => {
+                    set(&self.pending, Some((hash.clone(), Instant::now())));
+                    false
+                }
+            };
+            if !settled {
+                return Ok(false);
+            }
+        }
+        set(&self.pending, None);
         match load(&source, &self.mapping, self.runtime.as_ref()) {
             Ok(next) => {
                 tracing::info!(bundle_id = %next.bundle_id(), "bundle reloaded");
+                set(&self.refused, None);
                 self.metrics.set_bundle(next.bundle_id());
                 self.metrics.reload(true);
                 let next = Arc::new(next);
@@ -110,12 +164,66 @@ impl BundleSlot {
                 Ok(true)
             }
             Err(err) => {
+                set(&self.refused, Some(hash));
                 self.metrics.reload(false);
                 tracing::error!(error = %err, "bundle reload refused; the last good bundle keeps serving");
                 Err(err)
             }
         }
     }
+
+    /// Remembers a refusal; `true` when it is new.
+    fn note_refused(&self, key: &str) -> bool {
+        let fresh = get(&self.refused).as_deref() != Some(key);
+        set(&self.refused, Some(key.to_owned()));
+        fresh
+    }
+}
+
+/// When a changed bundle is applied.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reload {
+    /// Once the same content has been seen for the settle time, at two
+    /// polls or more.
+    WhenStable,
+    /// At once.
+    Now,
+}
+
+fn get<T: Clone>(cell: &Mutex<T>) -> T {
+    match cell.lock() {
+        Ok(value) => value.clone(),
+        Err(poisoned) => poisoned.into_inner().clone(),
+    }
+}
+
+fn set<T>(cell: &Mutex<T>, value: T) {
+    match cell.lock() {
+        Ok(mut slot) => *slot = value,
+        Err(poisoned) => *poisoned.into_inner() = value,
+    }
+}
+
+/// The stack that bundle loads run on: Cedar's parser recurses per nesting
+/// level, and the nesting pre-check leaves it a wide margin on this stack.
+const LOAD_STACK_BYTES: usize = 64 * 1024 * 1024;
+
+/// Runs a bundle load on its own thread with a large stack, off the
+/// reactor.
+pub async fn on_load_thread<T: Send + 'static>(
+    work: impl FnOnce() -> T + Send + 'static,
+) -> Result<T, GatewayError> {
+    let (sender, receiver) = tokio::sync::oneshot::channel();
+    std::thread::Builder::new()
+        .name("bundle-load".to_owned())
+        .stack_size(LOAD_STACK_BYTES)
+        .spawn(move || {
+            let _ = sender.send(work());
+        })
+        .map_err(|err| GatewayError::Task(err.to_string()))?;
+    receiver
+        .await
+        .map_err(|_| GatewayError::Task("the bundle load thread stopped".to_owned()))
 }
 
 /// Reads, parses and validates the bundle once; the mapping and the

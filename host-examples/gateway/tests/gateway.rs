@@ -17,109 +17,19 @@ use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use cedar_edge_core::{Backend, NativeBackend};
 use cedar_edge_core::{BundleSource, RequestLimits};
-use cedar_edge_gateway::config::GatewayConfig;
-use cedar_edge_testkit::http::{self, Reply};
 use cedar_edge_testkit::jwt::now;
+use common::running::Running;
 use common::*;
 use serde_json::json;
-
-struct Running {
-    port: u16,
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
-    runtime: tokio::runtime::Runtime,
-    task: Option<
-        tokio::task::JoinHandle<
-            Result<cedar_edge_gateway::RunSummary, cedar_edge_gateway::error::GatewayError>,
-        >,
-    >,
-}
-
-impl Running {
-    fn start(setup: &Setup) -> Self {
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()
-            .unwrap();
-        let config = GatewayConfig::read(&setup.config).unwrap();
-        let listener = runtime
-            .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
-            .unwrap();
-        let port = listener.local_addr().unwrap().port();
-        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let (_reload_sender, reload) = tokio::sync::mpsc::channel(1);
-        let task = runtime.spawn(async move {
-            let _keep = _reload_sender;
-            cedar_edge_gateway::run(
-                config,
-                listener,
-                async {
-                    let _ = stopped.await;
-                },
-                reload,
-            )
-            .await
-        });
-        let running = Self {
-            port,
-            stop: Some(stop),
-            runtime,
-            task: Some(task),
-        };
-        for _ in 0..200 {
-            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
-                && running.get("/healthz", None).status == 200
-            {
-                return running;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        panic!("the gateway did not start");
-    }
-
-    fn get(&self, path: &str, token: Option<&str>) -> Reply {
-        self.call("GET", path, token, &[])
-    }
-
-    fn call(&self, method: &str, path: &str, token: Option<&str>, extra: &[(&str, &str)]) -> Reply {
-        let bearer = token.map(|token| format!("Bearer {token}"));
-        let mut headers = extra.to_vec();
-        if let Some(bearer) = &bearer {
-            headers.push(("authorization", bearer));
-        }
-        http::get(self.port, method, path, &headers)
-    }
-
-    fn post_json(&self, path: &str, body: &serde_json::Value) -> Reply {
-        let text = body.to_string();
-        let mut stream = std::net::TcpStream::connect(("127.0.0.1", self.port)).unwrap();
-        use std::io::{Read, Write};
-        write!(stream, "POST {path} HTTP/1.1\r\nhost: localhost\r\nconnection: close\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{text}", text.len()).unwrap();
-        let mut raw = String::new();
-        stream.read_to_string(&mut raw).unwrap();
-        let (head, body) = raw.split_once("\r\n\r\n").unwrap();
-        Reply {
-            status: head.split_whitespace().nth(1).unwrap().parse().unwrap(),
-            headers: Vec::new(),
-            body: body.to_owned(),
-        }
-    }
-
-    fn stop(mut self) -> cedar_edge_gateway::RunSummary {
-        let _ = self.stop.take().unwrap().send(());
-        let task = self.task.take().unwrap();
-        self.runtime.block_on(task).unwrap().unwrap()
-    }
-}
 
 const TRIGGER: &str = "/api/v1/dags/etl_daily/dagRuns";
 
 #[test]
 fn allowed_requests_are_forwarded_with_verified_identity_and_denied_ones_get_403() {
     let setup = setup("allow-deny", "127.0.0.1:0", "");
-    let gateway = Running::start(&setup);
+    let gateway = Running::start(&setup.config);
     let bob = setup.rsa.sign(&claims(RSA_ISSUER, "bob", &[], true));
-    let reply = gateway.call(
+    let reply = gateway.call_as(
         "POST",
         TRIGGER,
         Some(&bob),
@@ -140,7 +50,7 @@ fn allowed_requests_are_forwarded_with_verified_identity_and_denied_ones_get_403
     );
 
     let carol = setup.ec.sign(&claims(EC_ISSUER, "carol", &[], true));
-    let reply = gateway.call("POST", TRIGGER, Some(&carol), &[]);
+    let reply = gateway.call_as("POST", TRIGGER, Some(&carol), &[]);
     assert_eq!(reply.status, 403, "{}", reply.body);
     assert!(
         reply.json()["decision_id"]
@@ -155,10 +65,13 @@ fn allowed_requests_are_forwarded_with_verified_identity_and_denied_ones_get_403
         &["data-platform/operators"],
         true,
     ));
-    assert_eq!(gateway.call("POST", TRIGGER, Some(&frank), &[]).status, 200);
+    assert_eq!(
+        gateway.call_as("POST", TRIGGER, Some(&frank), &[]).status,
+        200
+    );
     let upstream_hits = setup.upstream.hits.load(Ordering::Relaxed);
     assert_eq!(upstream_hits, 2);
-    let metrics = gateway.get("/metrics", None).body;
+    let metrics = gateway.get_as("/metrics", None).body;
     assert!(
         metrics.contains("cedar_edge_decisions_total{outcome=\"allow\"} 2"),
         "{metrics}"
@@ -174,7 +87,7 @@ fn allowed_requests_are_forwarded_with_verified_identity_and_denied_ones_get_403
 #[test]
 fn every_token_attack_is_a_401_with_a_challenge() {
     let setup = setup("attacks", "127.0.0.1:0", "");
-    let gateway = Running::start(&setup);
+    let gateway = Running::start(&setup.config);
     let good = claims(RSA_ISSUER, "bob", &[], true);
     let with = |edit: &dyn Fn(&mut serde_json::Value)| {
         let mut edited = good.clone();
@@ -217,7 +130,7 @@ fn every_token_attack_is_a_401_with_a_challenge() {
         ("garbage", Some("not.a.token".to_owned())),
     ];
     for (what, token) in attacks {
-        let reply = gateway.call("POST", TRIGGER, token.as_deref(), &[]);
+        let reply = gateway.call_as("POST", TRIGGER, token.as_deref(), &[]);
         assert_eq!(reply.status, 401, "{what}: {}", reply.body);
         let challenge = reply.header("www-authenticate").unwrap_or_default();
         assert!(challenge.starts_with("Bearer"), "{what}: {challenge}");
@@ -226,7 +139,7 @@ fn every_token_attack_is_a_401_with_a_challenge() {
     let fresh_enough = with(&|c| c["exp"] = json!(now() - 5));
     assert_eq!(
         gateway
-            .call("POST", TRIGGER, Some(&fresh_enough), &[])
+            .call_as("POST", TRIGGER, Some(&fresh_enough), &[])
             .status,
         200
     );
@@ -237,9 +150,9 @@ fn every_token_attack_is_a_401_with_a_challenge() {
 #[test]
 fn authzen_single_and_batch_match_the_native_decisions() {
     let setup = setup("authzen", "127.0.0.1:0", "");
-    let gateway = Running::start(&setup);
+    let gateway = Running::start(&setup.config);
     let config = gateway
-        .get("/.well-known/authzen-configuration", None)
+        .get_as("/.well-known/authzen-configuration", None)
         .json();
     assert!(
         config["access_evaluation_endpoint"]
@@ -331,8 +244,8 @@ fn authzen_single_and_batch_match_the_native_decisions() {
 #[test]
 fn reload_under_load_switches_once_and_a_broken_bundle_is_refused() {
     let setup = setup("reload", "127.0.0.1:0", "");
-    let gateway = Arc::new(Running::start(&setup));
-    let before = gateway.get("/healthz", None).json()["bundle_id"].clone();
+    let gateway = Arc::new(Running::start(&setup.config));
+    let before = gateway.get_as("/healthz", None).json()["bundle_id"].clone();
     let carol = setup.ec.sign(&claims(EC_ISSUER, "carol", &[], true));
     let bob = setup.rsa.sign(&claims(RSA_ISSUER, "bob", &[], true));
     let done = Arc::new(AtomicBool::new(false));
@@ -348,8 +261,8 @@ fn reload_under_load_switches_once_and_a_broken_bundle_is_refused() {
             let mut carol_statuses = Vec::new();
             let mut bob_failures = 0;
             while !done.load(Ordering::Relaxed) {
-                carol_statuses.push(gateway.call("POST", TRIGGER, Some(&carol), &[]).status);
-                if gateway.call("POST", TRIGGER, Some(&bob), &[]).status != 200 {
+                carol_statuses.push(gateway.call_as("POST", TRIGGER, Some(&carol), &[]).status);
+                if gateway.call_as("POST", TRIGGER, Some(&bob), &[]).status != 200 {
                     bob_failures += 1;
                 }
             }
@@ -363,7 +276,7 @@ fn reload_under_load_switches_once_and_a_broken_bundle_is_refused() {
     std::fs::write(&roles, &text).unwrap();
     let mut after = before.clone();
     for _ in 0..100 {
-        after = gateway.get("/healthz", None).json()["bundle_id"].clone();
+        after = gateway.get_as("/healthz", None).json()["bundle_id"].clone();
         if after != before {
             break;
         }
@@ -379,7 +292,7 @@ fn reload_under_load_switches_once_and_a_broken_bundle_is_refused() {
     )
     .unwrap();
     std::thread::sleep(Duration::from_millis(800));
-    assert_eq!(gateway.get("/healthz", None).json()["bundle_id"], after);
+    assert_eq!(gateway.get_as("/healthz", None).json()["bundle_id"], after);
     done.store(true, Ordering::Relaxed);
     let (carol_statuses, bob_failures) = load.join().unwrap();
     assert_eq!(bob_failures, 0, "a request failed during the reload");
@@ -399,8 +312,11 @@ fn reload_under_load_switches_once_and_a_broken_bundle_is_refused() {
     );
     assert_eq!(carol_statuses.first(), Some(&403));
     assert_eq!(carol_statuses.last(), Some(&200));
-    assert_eq!(gateway.call("POST", TRIGGER, Some(&carol), &[]).status, 200);
-    let metrics = gateway.get("/metrics", None).body;
+    assert_eq!(
+        gateway.call_as("POST", TRIGGER, Some(&carol), &[]).status,
+        200
+    );
+    let metrics = gateway.get_as("/metrics", None).body;
     assert!(
         metrics.contains("cedar_edge_reloads_total{result=\"ok\"} 1"),
         "{metrics}"

@@ -33,10 +33,38 @@ impl Reply {
 
 /// Sends one request with raw header bytes and reads the whole reply.
 pub fn send(port: u16, method: &str, path: &str, headers: &[(&str, &[u8])]) -> Reply {
-    let mut stream = TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    try_send(port, method, path, headers).expect("connect")
+}
+
+/// [`send`], or `None` when nothing accepts the connection or the request
+/// cannot be written (a server that was just killed, say).
+pub fn try_send(port: u16, method: &str, path: &str, headers: &[(&str, &[u8])]) -> Option<Reply> {
+    try_send_with_body(port, method, path, headers, b"")
+}
+
+/// Sends one request with raw header bytes and a body (its
+/// `content-length` is added) and reads the whole reply.
+pub fn send_with_body(
+    port: u16,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &[u8])],
+    body: &[u8],
+) -> Reply {
+    try_send_with_body(port, method, path, headers, body).expect("connect")
+}
+
+fn try_send_with_body(
+    port: u16,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &[u8])],
+    body: &[u8],
+) -> Option<Reply> {
+    let mut stream = TcpStream::connect(("127.0.0.1", port)).ok()?;
     stream
         .set_read_timeout(Some(Duration::from_secs(10)))
-        .expect("timeout");
+        .ok()?;
     let mut request =
         format!("{method} {path} HTTP/1.1\r\nhost: localhost\r\nconnection: close\r\n")
             .into_bytes();
@@ -46,8 +74,9 @@ pub fn send(port: u16, method: &str, path: &str, headers: &[(&str, &[u8])]) -> R
         request.extend_from_slice(value);
         request.extend_from_slice(b"\r\n");
     }
-    request.extend_from_slice(b"content-length: 0\r\n\r\n");
-    stream.write_all(&request).expect("write");
+    request.extend_from_slice(format!("content-length: {}\r\n\r\n", body.len()).as_bytes());
+    request.extend_from_slice(body);
+    stream.write_all(&request).ok()?;
     // Read up to the end of the body, not to EOF: Envoy waits for the client
     // to close first (its delayed-close timeout is a second).
     let mut raw = Vec::new();
@@ -62,7 +91,7 @@ pub fn send(port: u16, method: &str, path: &str, headers: &[(&str, &[u8])]) -> R
             Ok(read) => raw.extend_from_slice(chunk.get(..read).unwrap_or_default()),
         }
     }
-    parse(&raw)
+    Some(parse(&raw))
 }
 
 /// The length of a complete response in `raw`, once headers and a

@@ -10,7 +10,7 @@ use cedar_edge_cli::report::print_usage_error;
 use cedar_edge_core::{ContextInput, EntityUid, Request, Response};
 use clap::{Args, ValueEnum};
 
-use super::{load_backend, read_bundle, start_engines};
+use super::{FileLimits, load_backend, read_bundle, start_engines};
 
 /// How to print the decision.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -48,6 +48,8 @@ pub struct AuthorizeArgs {
     /// How to print the decision.
     #[arg(long, value_enum, default_value_t = OutputFormat::Human)]
     format: OutputFormat,
+    #[command(flatten)]
+    limits: FileLimits,
 }
 
 /// Runs the command and returns its exit code.
@@ -59,7 +61,7 @@ pub fn run(args: &AuthorizeArgs) -> u8 {
             return exit_codes::USAGE;
         }
     };
-    let source = match read_bundle(&args.bundle) {
+    let source = match read_bundle(&args.bundle, args.limits) {
         Ok(source) => source,
         Err(code) => return code,
     };

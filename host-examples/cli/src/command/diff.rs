@@ -5,14 +5,14 @@ use std::path::{Path, PathBuf};
 use cedar_edge_cli::diff::{ChangeKind, RequestSet, compare, markdown};
 use cedar_edge_cli::engines::BackendChoice;
 use cedar_edge_cli::exit_codes;
-use cedar_edge_cli::suite::load::{contexts_by_action, load_requests};
-use cedar_edge_cli::suite::{TestCase, load_suites};
+use cedar_edge_cli::suite::TestCase;
+use cedar_edge_cli::suite::load::{contexts_by_action, load_requests, load_suites_capped};
 use std::sync::Arc;
 
 use cedar_edge_core::Bundle;
 use clap::{Args, ValueEnum};
 
-use super::{load_backend, read_bundle, start_engines};
+use super::{FileLimits, load_backend, read_bundle, start_engines};
 
 /// How to print the impact.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -44,15 +44,19 @@ pub struct DiffArgs {
     /// How to print the impact.
     #[arg(long, value_enum, default_value_t = DiffFormat::Markdown)]
     format: DiffFormat,
+    #[command(flatten)]
+    limits: FileLimits,
 }
 
 /// Runs the command and returns its exit code.
 pub fn run(args: &DiffArgs) -> u8 {
-    let (old_source, new_source) =
-        match (read_bundle(&args.old_bundle), read_bundle(&args.new_bundle)) {
-            (Ok(old), Ok(new)) => (old, new),
-            (Err(code), _) | (_, Err(code)) => return code,
-        };
+    let (old_source, new_source) = match (
+        read_bundle(&args.old_bundle, args.limits),
+        read_bundle(&args.new_bundle, args.limits),
+    ) {
+        (Ok(old), Ok(new)) => (old, new),
+        (Err(code), _) | (_, Err(code)) => return code,
+    };
     let engines = match start_engines(args.backend) {
         Ok(engines) => engines,
         Err(code) => return code,
@@ -103,7 +107,7 @@ fn request_set(args: &DiffArgs, bundles: [(&PathBuf, &Arc<Bundle>); 2]) -> Resul
     }
     let mut cases: Vec<TestCase> = Vec::new();
     for (dir, _) in &bundles {
-        cases.extend(suite_cases(dir)?);
+        cases.extend(suite_cases(dir, args.limits)?);
     }
     for case in &cases {
         set.add(case.request.clone());
@@ -116,8 +120,8 @@ fn request_set(args: &DiffArgs, bundles: [(&PathBuf, &Arc<Bundle>); 2]) -> Resul
     Ok(set)
 }
 
-fn suite_cases(dir: &Path) -> Result<Vec<TestCase>, u8> {
-    load_suites(dir).map_err(|errors| {
+fn suite_cases(dir: &Path, limits: FileLimits) -> Result<Vec<TestCase>, u8> {
+    load_suites_capped(dir, limits.max_file_bytes).map_err(|errors| {
         for error in &errors {
             eprintln!("error: {}", dir.join(error.to_string()).display());
         }

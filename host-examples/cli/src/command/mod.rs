@@ -11,12 +11,22 @@ use std::path::Path;
 use cedar_edge_cli::engines::{Engines, LoadedBundle};
 use cedar_edge_cli::exit_codes;
 use cedar_edge_cli::report::print_bundle_diagnostics;
-use cedar_edge_core::BundleSource;
+use cedar_edge_core::{BundleSource, DEFAULT_MAX_FILE_BYTES};
 use cedar_edge_runtime::RuntimeError;
+use clap::Args;
+
+/// Limits on the bundle and test files a command reads.
+#[derive(Debug, Clone, Copy, Args)]
+pub struct FileLimits {
+    /// The largest bundle or test file read, in bytes; a larger one is
+    /// refused.
+    #[arg(long, value_name = "BYTES", default_value_t = DEFAULT_MAX_FILE_BYTES)]
+    pub max_file_bytes: u64,
+}
 
 /// Reads a bundle directory, or prints why not and returns the exit code.
-pub fn read_bundle(dir: &Path) -> Result<BundleSource, u8> {
-    BundleSource::from_dir(dir).map_err(|err| {
+pub fn read_bundle(dir: &Path, limits: FileLimits) -> Result<BundleSource, u8> {
+    BundleSource::from_dir_capped(dir, limits.max_file_bytes).map_err(|err| {
         eprintln!("{:?}", miette::Report::msg(err.to_string()));
         exit_codes::BUNDLE
     })

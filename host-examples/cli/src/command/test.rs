@@ -6,11 +6,12 @@ use std::path::PathBuf;
 
 use cedar_edge_cli::engines::BackendChoice;
 use cedar_edge_cli::exit_codes;
+use cedar_edge_cli::suite::load::load_suites_capped;
 use cedar_edge_cli::suite::report::{Palette, human, json, junit};
-use cedar_edge_cli::suite::{load_suites, run_cases};
+use cedar_edge_cli::suite::run_cases;
 use clap::{Args, ValueEnum};
 
-use super::{load_backend, read_bundle, start_engines};
+use super::{FileLimits, load_backend, read_bundle, start_engines};
 
 /// How to print results.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -46,15 +47,17 @@ pub struct TestArgs {
     /// Also write the JUnit XML report to this file, whatever `--format` is.
     #[arg(long, value_name = "FILE")]
     junit_file: Option<PathBuf>,
+    #[command(flatten)]
+    limits: FileLimits,
 }
 
 /// Runs the command and returns its exit code.
 pub fn run(args: &TestArgs) -> u8 {
-    let source = match read_bundle(&args.bundle) {
+    let source = match read_bundle(&args.bundle, args.limits) {
         Ok(source) => source,
         Err(code) => return code,
     };
-    let cases = match load_suites(&args.bundle) {
+    let cases = match load_suites_capped(&args.bundle, args.limits.max_file_bytes) {
         Ok(cases) => cases,
         Err(errors) => {
             for error in &errors {

@@ -10,7 +10,7 @@ use cedar_edge_core::{Bundle, BundleSource, RequestLimits};
 use clap::{Args, ValueEnum};
 use sha2::{Digest, Sha256};
 
-use super::read_bundle;
+use super::{FileLimits, read_bundle};
 
 /// How to print findings.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -34,11 +34,13 @@ pub struct ValidateArgs {
     /// How to print findings.
     #[arg(long, value_enum, default_value_t = FindingsFormat::Human)]
     format: FindingsFormat,
+    #[command(flatten)]
+    limits: FileLimits,
 }
 
 /// Runs the command and returns its exit code.
 pub fn run(args: &ValidateArgs) -> u8 {
-    let source = match read_bundle(&args.bundle) {
+    let source = match read_bundle(&args.bundle, args.limits) {
         Ok(source) => source,
         Err(code) => return code,
     };

@@ -3,10 +3,12 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
-use cedar_edge_core::{ContextInput, EntityUid, Request};
+use cedar_edge_core::{
+    BundleDir, BundleReadError, ContextInput, DEFAULT_MAX_FILE_BYTES, EntityUid, Request,
+};
 
 use super::spec::{
     CaseSpec, ContextSpec, Defaults, EntitySpec, ErrorSpec, Fixtures, MatrixCell, MatrixSpec,
@@ -66,33 +68,51 @@ impl fmt::Display for SuiteError {
     }
 }
 
-/// Reads every test file under `BUNDLE/tests`. A bundle without tests has an
-/// empty suite.
+/// Reads every test file under `BUNDLE/tests`, each at most
+/// [`DEFAULT_MAX_FILE_BYTES`] long. A bundle without tests has an empty
+/// suite.
 pub fn load_suites(bundle_dir: &Path) -> Result<Vec<TestCase>, Vec<SuiteError>> {
-    let tests_dir = bundle_dir.join(TESTS_DIR);
-    let mut paths = Vec::new();
-    if tests_dir.is_dir() {
-        collect_test_files(&tests_dir, &mut paths).map_err(|message| {
-            vec![SuiteError {
-                file: TESTS_DIR.to_owned(),
-                line: None,
-                column: None,
-                message,
-            }]
-        })?;
-    }
-    paths.sort();
+    load_suites_capped(bundle_dir, DEFAULT_MAX_FILE_BYTES)
+}
+
+/// [`load_suites`] with another cap on each file's size. Test files are read
+/// as bundle files are: never from outside the bundle directory, never
+/// through a link to a directory (see [`BundleDir`]).
+pub fn load_suites_capped(
+    bundle_dir: &Path,
+    max_file_bytes: u64,
+) -> Result<Vec<TestCase>, Vec<SuiteError>> {
+    let unreadable = |err: BundleReadError| {
+        let file = err
+            .path
+            .strip_prefix(bundle_dir)
+            .unwrap_or(&err.path)
+            .to_string_lossy()
+            .replace('\\', "/");
+        SuiteError::at(&file, err.message)
+    };
+    let dir = BundleDir::open(bundle_dir, max_file_bytes).map_err(|err| vec![unreadable(err)])?;
+    let relatives: Vec<String> = dir
+        .files(TESTS_DIR, &[])
+        .map_err(|err| vec![unreadable(err)])?
+        .into_iter()
+        .filter(|relative| {
+            matches!(
+                Path::new(relative).extension().and_then(|ext| ext.to_str()),
+                Some("yaml" | "yml" | "json")
+            )
+        })
+        .collect();
 
     let mut errors = Vec::new();
     let mut parsed = Vec::new();
-    for path in &paths {
-        let relative = path
-            .strip_prefix(bundle_dir)
-            .unwrap_or(path)
-            .to_string_lossy()
-            .replace('\\', "/");
-        match parse_file(path, &relative) {
-            Ok(file) => parsed.push((relative, path.clone(), file)),
+    for relative in relatives {
+        let file = dir
+            .read(&relative)
+            .map_err(unreadable)
+            .and_then(|text| parse_file(&text, &relative));
+        match file {
+            Ok(file) => parsed.push((relative.clone(), PathBuf::from(&relative), file)),
             Err(err) => errors.push(err),
         }
     }
@@ -189,37 +209,16 @@ fn is_shared_fixtures(path: &Path) -> bool {
     path.file_stem().and_then(|stem| stem.to_str()) == Some(SHARED_FIXTURES_STEM)
 }
 
-fn collect_test_files(dir: &Path, found: &mut Vec<std::path::PathBuf>) -> Result<(), String> {
-    let entries =
-        std::fs::read_dir(dir).map_err(|err| format!("cannot read `{}`: {err}", dir.display()))?;
-    for entry in entries {
-        let path = entry
-            .map_err(|err| format!("cannot read `{}`: {err}", dir.display()))?
-            .path();
-        if path.is_dir() {
-            collect_test_files(&path, found)?;
-        } else if matches!(
-            path.extension().and_then(|ext| ext.to_str()),
-            Some("yaml" | "yml" | "json")
-        ) {
-            found.push(path);
-        }
-    }
-    Ok(())
-}
-
-fn parse_file(path: &Path, relative: &str) -> Result<SuiteFile, SuiteError> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|err| SuiteError::at(relative, format!("cannot read: {err}")))?;
+fn parse_file(text: &str, relative: &str) -> Result<SuiteFile, SuiteError> {
     if relative.ends_with(".json") {
-        serde_json::from_str(&text).map_err(|err| SuiteError {
+        serde_json::from_str(text).map_err(|err| SuiteError {
             file: relative.to_owned(),
             line: Some(err.line()),
             column: Some(err.column()),
             message: err.to_string(),
         })
     } else {
-        serde_yaml::from_str(&text).map_err(|err| {
+        serde_yaml::from_str(text).map_err(|err| {
             let location = err.location();
             SuiteError {
                 file: relative.to_owned(),

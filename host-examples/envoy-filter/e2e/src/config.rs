@@ -46,10 +46,47 @@ pub struct Upstream {
     pub port: u16,
 }
 
-/// An Envoy configuration: `jwt_authn` (when a provider is given), then
-/// the cedar-edge filter (when a plugin configuration is given), then the
-/// router, in front of the upstreams.
+/// What the connection manager and `jwt_authn` do before the cedar-edge
+/// filter runs. The default is what the shipped examples set; tests turn
+/// parts off to check that the filter holds on its own.
+#[derive(Debug, Clone)]
+pub struct Listener {
+    /// `normalize_path`, `merge_slashes` and
+    /// `path_with_escaped_slashes_action: REJECT_REQUEST`.
+    pub normalize_paths: bool,
+    /// `xff_num_trusted_hops`: how many proxies in front of Envoy append to
+    /// `X-Forwarded-For`.
+    pub trusted_hops: u32,
+    /// `jwt_authn`'s `forward`: whether the verified `Authorization`
+    /// header stays on the request after verification.
+    pub forward_token: bool,
+}
+
+impl Default for Listener {
+    fn default() -> Self {
+        Self {
+            normalize_paths: true,
+            trusted_hops: 0,
+            forward_token: false,
+        }
+    }
+}
+
+/// An Envoy configuration as shipped: `jwt_authn` (when a provider is
+/// given), then the cedar-edge filter (when a plugin configuration is
+/// given), then the router, in front of the upstreams.
 pub fn envoy_yaml(
+    ports: &Ports,
+    jwt: Option<&JwtProvider>,
+    plugin: Option<(&str, &Value)>,
+    upstreams: &[Upstream],
+) -> String {
+    envoy_yaml_with(&Listener::default(), ports, jwt, plugin, upstreams)
+}
+
+/// [`envoy_yaml`] with the listener's settings chosen.
+pub fn envoy_yaml_with(
+    listener: &Listener,
     ports: &Ports,
     jwt: Option<&JwtProvider>,
     plugin: Option<(&str, &Value)>,
@@ -68,7 +105,9 @@ pub fn envoy_yaml(
         local_jwks:
           inline_string: {jwks}
         payload_in_metadata: jwt_payload
-        forward: false
+        # The verified token is removed before the request goes on, so
+        # an upstream never reads a credential other than the one checked.
+        forward: {forward}
     rules:
       # A missing token reaches cedar-edge, which answers 401 where identity
       # is required; a bad token is refused here.
@@ -82,6 +121,7 @@ pub fn envoy_yaml(
             issuer = yaml_string(&provider.issuer),
             audience = yaml_string(&provider.audience),
             jwks = yaml_string(&provider.jwks),
+            forward = listener.forward_token,
         ));
     }
     if let Some((module, config)) = plugin {
@@ -160,7 +200,16 @@ static_resources:
               typed_config:
                 "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
                 stat_prefix: ingress
-                route_config:
+                # The client address (cedar-edge's `source_address`) is the
+                # socket's peer: a client's own X-Forwarded-For is not
+                # believed. Behind N proxies that each append to
+                # X-Forwarded-For, set xff_num_trusted_hops: N.
+                use_remote_address: true
+                xff_num_trusted_hops: {trusted_hops}
+                # Envoy makes its own x-request-id; cedar-edge's decision id
+                # (x-cedar-decision-id) is the filter's own either way.
+                preserve_external_request_id: false
+{normalization}                route_config:
                   virtual_hosts:
                     - name: all
                       domains: ["*"]
@@ -170,11 +219,31 @@ static_resources:
 {clusters}"#,
         admin = ports.admin,
         listener = ports.listener,
+        trusted_hops = listener.trusted_hops,
+        normalization = if listener.normalize_paths {
+            NORMALIZATION
+        } else {
+            ""
+        },
         routes = indent(&routes, 24),
         filters = indent(&filters, 18),
         clusters = indent(&clusters, 4),
     )
 }
+
+/// Path normalisation in the connection manager: one spelling per path
+/// before any filter sees it. The cedar-edge filter refuses whatever is
+/// still ambiguous, so a configuration without these is refused, not
+/// bypassed.
+const NORMALIZATION: &str =
+    "                # One spelling per path before any filter runs: `.` and `..`
+                # resolved, `//` merged, unreserved escapes decoded, `\\`
+                # read as `/`, and an encoded `/` or `\\` refused with 400.
+                # The cedar-edge filter refuses what is still ambiguous.
+                normalize_path: true
+                merge_slashes: true
+                path_with_escaped_slashes_action: REJECT_REQUEST
+";
 
 /// Indents every non-empty line.
 fn indent(text: &str, by: usize) -> String {

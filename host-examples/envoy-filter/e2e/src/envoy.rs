@@ -48,14 +48,26 @@ pub struct Envoy {
 
 impl Envoy {
     /// Starts Envoy with `yaml` (which must use `listener_port` and
-    /// `admin_port`) and waits until it is ready, or until it exits.
-    /// Returns the process even when it never becomes ready, so that tests
-    /// of refused configurations can read its log.
+    /// `admin_port`) and one worker thread, and waits until it is ready,
+    /// or until it exits. Returns the process even when it never becomes
+    /// ready, so that tests of refused configurations can read its log.
     pub fn start(
         dir: &Path,
         yaml: &str,
         port: u16,
         admin_port: u16,
+    ) -> Result<Self, (Self, String)> {
+        Self::start_with_workers(dir, yaml, port, admin_port, 1)
+    }
+
+    /// [`Envoy::start`] with `workers` worker threads, each with its own
+    /// Wasm VM.
+    pub fn start_with_workers(
+        dir: &Path,
+        yaml: &str,
+        port: u16,
+        admin_port: u16,
+        workers: u32,
     ) -> Result<Self, (Self, String)> {
         std::fs::create_dir_all(dir).expect("mkdir");
         let config = dir.join("envoy.yaml");
@@ -65,7 +77,9 @@ impl Envoy {
         let child = Command::new(envoy_binary())
             .arg("-c")
             .arg(&config)
-            .args(["--disable-hot-restart", "--concurrency", "1", "-l", "info"])
+            .args(["--disable-hot-restart", "-l", "info"])
+            .arg("--concurrency")
+            .arg(workers.to_string())
             // Flush the log file often, so tests can read what was just logged.
             .args(["--file-flush-interval-msec", "20"])
             .arg("--log-path")

@@ -1,7 +1,8 @@
 //! Test equipment for the Envoy filter: a real Envoy process on loopback,
-//! the filter module built once by this crate's build script, and the
-//! renderer for the shipped Envoy configurations. Keys, tokens, the echo
-//! upstream and the HTTP client come from `cedar-edge-testkit`.
+//! the filter module built once by this crate's build script, the
+//! renderer for the shipped Envoy configurations, and whole stacks of
+//! Envoy, filter and echo upstream. Keys, tokens, the echo upstream and
+//! the HTTP client come from `cedar-edge-testkit`.
 #![allow(
     clippy::expect_used,
     clippy::unwrap_used,
@@ -11,6 +12,7 @@
 
 pub mod config;
 pub mod envoy;
+pub mod stack;
 
 pub use cedar_edge_testkit::repo;
 

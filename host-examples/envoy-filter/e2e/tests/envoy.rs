@@ -10,24 +10,15 @@
 
 use std::path::{Path, PathBuf};
 
-use cedar_edge_envoy_e2e::config::{JwtProvider, Ports, Upstream, envoy_yaml, plugin_config};
-use cedar_edge_envoy_e2e::envoy::{Envoy, free_port, validate};
-use cedar_edge_envoy_e2e::{FILTER_MODULE, repo};
+use cedar_edge_envoy_e2e::config::{JwtProvider, Listener, Ports, Upstream, envoy_yaml};
+use cedar_edge_envoy_e2e::envoy::validate;
+use cedar_edge_envoy_e2e::repo;
+use cedar_edge_envoy_e2e::stack::{
+    AUDIENCE, ISSUER, Stack, airflow_plugin, claims, gateway_plugin,
+};
 use cedar_edge_mapping::{Claims, HttpRequest, Verdict};
-use cedar_edge_testkit::http::{self, Reply};
 use cedar_edge_testkit::jwt::{Issuer, now};
-use cedar_edge_testkit::upstream;
-use serde_json::{Value, json};
-
-const ISSUER: &str = "https://gitlab.example.com";
-const AUDIENCE: &str = "airflow";
-
-fn mapping(name: &str) -> Value {
-    let path = repo()
-        .join("host-examples/envoy-filter/examples")
-        .join(name);
-    serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap()
-}
+use serde_json::json;
 
 fn scratch(name: &str) -> PathBuf {
     Path::new(env!("CARGO_TARGET_TMPDIR"))
@@ -35,89 +26,8 @@ fn scratch(name: &str) -> PathBuf {
         .join(name)
 }
 
-/// Envoy with jwt_authn and the filter in front of one echo upstream.
-struct Stack {
-    envoy: Envoy,
-    upstream: upstream::Upstream,
-    issuer: Issuer,
-    plugin: Value,
-}
-
-/// Starts Envoy with jwt_authn and `plugin` in front of a fresh echo
-/// upstream; the Envoy comes back even when it refused its configuration.
-fn launch(
-    name: &str,
-    plugin: &Value,
-) -> (
-    Result<Envoy, (Envoy, String)>,
-    Issuer,
-    upstream::Upstream,
-    Ports,
-) {
-    let issuer = Issuer::generate("test-key");
-    let upstream = upstream::Upstream::start();
-    let ports = Ports {
-        listener: free_port(),
-        admin: free_port(),
-    };
-    let yaml = envoy_yaml(
-        &ports,
-        Some(&JwtProvider {
-            issuer: ISSUER.into(),
-            audience: AUDIENCE.into(),
-            jwks: issuer.jwks(),
-        }),
-        Some((FILTER_MODULE, plugin)),
-        &[Upstream {
-            name: "airflow".into(),
-            prefix: "/".into(),
-            port: upstream.port,
-        }],
-    );
-    let envoy = Envoy::start(&scratch(name), &yaml, ports.listener, ports.admin);
-    (envoy, issuer, upstream, ports)
-}
-
-fn start(name: &str, plugin: Value) -> Stack {
-    let (started, issuer, upstream, _) = launch(name, &plugin);
-    let envoy = match started {
-        Ok(envoy) => envoy,
-        Err((envoy, message)) => panic!("{message}\n{}", envoy.log()),
-    };
-    Stack {
-        envoy,
-        upstream,
-        issuer,
-        plugin,
-    }
-}
-
-fn airflow_plugin() -> Value {
-    plugin_config(
-        &repo().join("policies/airflow-gitlab"),
-        &mapping("airflow-mapping.json"),
-    )
-}
-
-fn claims(user: &str, groups: &[&str], mfa: bool, age: i64) -> Value {
-    let issued = now() - age;
-    json!({
-        "iss": ISSUER, "aud": AUDIENCE, "sub": format!("gitlab|{user}"),
-        "preferred_username": user, "email": format!("{user}@example.com"),
-        "groups": groups, "amr": if mfa { json!(["pwd", "mfa"]) } else { json!(["pwd"]) },
-        "iat": issued, "exp": now() + 600,
-    })
-}
-
-impl Stack {
-    fn call(&self, method: &str, path: &str, token: Option<&str>, extra: &[(&str, &str)]) -> Reply {
-        let bearer = token.map(|token| format!("Bearer {token}"));
-        let mut headers: Vec<(&str, &str)> = extra.to_vec();
-        if let Some(bearer) = &bearer {
-            headers.push(("authorization", bearer));
-        }
-        http::get(self.envoy.port, method, path, &headers)
-    }
+fn start(name: &str, plugin: serde_json::Value) -> Stack {
+    Stack::start(&scratch(name), plugin)
 }
 
 #[test]
@@ -145,10 +55,7 @@ fn shipped_configs_are_current_and_pass_envoy_validate() {
             port: 8080,
         }],
     );
-    let gateway_plugin = plugin_config(
-        &repo().join("policies/gateway"),
-        &mapping("gateway-mapping.json"),
-    );
+    let gateway_plugin = gateway_plugin();
     let gateway = envoy_yaml(
         &ports,
         Some(&JwtProvider {
@@ -257,6 +164,7 @@ fn two_hundred_mixed_requests_get_the_native_decision() {
             Verdict::Allow => 200,
             Verdict::Deny => 403,
             Verdict::Unauthenticated => 401,
+            Verdict::Malformed => 400,
         };
         assert_eq!(
             reply.status, expected_status,
@@ -406,29 +314,26 @@ fn a_broken_policy_is_refused_and_nothing_is_allowed() {
     let mut plugin = airflow_plugin();
     plugin["bundle"]["policies"]["roles.cedar"] =
         json!("permit (principal, action, resource) when { ;");
-    let (started, issuer, upstream, ports) = launch("broken", &plugin);
-    let mut envoy = match started {
-        Ok(envoy) | Err((envoy, _)) => envoy,
-    };
-    if envoy.running() {
-        let token = issuer.sign(&claims("bob", &[], true, 60));
-        let bearer = format!("Bearer {token}");
+    let mut stack = Stack::launch(&scratch("broken"), plugin, &Listener::default(), 1);
+    if stack.envoy.running() {
+        let token = stack.token(&claims("bob", &[], true, 60));
         for _ in 0..5 {
-            let reply = http::get(
-                ports.listener,
-                "GET",
-                "/api/v1/dags/etl_daily/dagRuns",
-                &[("authorization", &bearer)],
-            );
+            let reply = stack.call("GET", "/api/v1/dags/etl_daily/dagRuns", Some(&token), &[]);
             assert_ne!(
                 reply.status, 200,
                 "a broken configuration allowed a request"
             );
         }
     }
-    assert_eq!(upstream.hits.load(std::sync::atomic::Ordering::Relaxed), 0);
+    assert_eq!(
+        stack
+            .upstream
+            .hits
+            .load(std::sync::atomic::Ordering::Relaxed),
+        0
+    );
     std::thread::sleep(std::time::Duration::from_millis(200));
-    let log = envoy.log();
+    let log = stack.envoy.log();
     assert!(log.contains("invalid cedar-edge configuration"), "{log}");
     assert!(
         log.contains("roles.cedar"),

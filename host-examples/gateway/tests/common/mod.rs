@@ -9,6 +9,8 @@
     clippy::indexing_slicing
 )]
 
+pub mod running;
+
 use std::path::{Path, PathBuf};
 
 use cedar_edge_testkit::jwt::{EcIssuer, Issuer, now};
@@ -78,6 +80,8 @@ issuers:
 audit_log: audit.jsonl
 redact_claims: [email]
 reload_poll_ms: 100
+# Two polls of the same content apply it; the reload tests set their own.
+reload_settle_ms: 0
 {extra}"#,
             mapping = mapping.display(),
             port = upstream.port,
@@ -106,4 +110,41 @@ fn copy_dir(from: &Path, to: &Path) {
             std::fs::copy(&path, &target).unwrap();
         }
     }
+}
+
+/// The gateway binary with this setup's configuration; its log (JSON
+/// lines, on standard output) goes to `gateway.log` beside the
+/// configuration.
+pub fn gateway_command(setup: &Setup) -> std::process::Command {
+    let log = std::fs::File::create(setup.dir.join("gateway.log")).unwrap();
+    let mut command = std::process::Command::new(gateway_binary());
+    command
+        .args(["--config", setup.config.to_str().unwrap()])
+        .env("RUST_LOG", "info")
+        .stdout(log.try_clone().unwrap())
+        .stderr(log);
+    command
+}
+
+/// The gateway binary the tests run: this build's, or the one
+/// `CEDAR_EDGE_GATEWAY_BIN` names (to run a suite against another build,
+/// such as one without a fix, and see it fail).
+pub fn gateway_binary() -> PathBuf {
+    std::env::var_os("CEDAR_EDGE_GATEWAY_BIN").map_or_else(
+        || PathBuf::from(env!("CARGO_BIN_EXE_cedar-edge-gateway")),
+        PathBuf::from,
+    )
+}
+
+/// Waits until the gateway on `port` answers `/healthz` (10 s at most).
+pub fn wait_ready(port: u16) -> bool {
+    for _ in 0..200 {
+        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+            && cedar_edge_testkit::http::get(port, "GET", "/healthz", &[]).status == 200
+        {
+            return true;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    false
 }
