@@ -182,11 +182,15 @@ const MAX_DIR_DEPTH: usize = 32;
 /// - A file may be a symbolic link whose target stays inside the root (a
 ///   Kubernetes ConfigMap mount is made of these); a file whose canonical
 ///   path leaves the root is refused, and its content is never read.
+/// - A link whose target, relative to the root, passes through a hidden
+///   name (`.git/config`) is refused too; names starting with `..` (a
+///   ConfigMap's `..data` and `..2024_...` folders) are not hidden here.
 /// - Symbolic links to directories are refused, never followed: no
 ///   directory loop, and no file read twice under two names.
 /// - Only regular files are read, each at most the cap: the size is checked
 ///   before reading, and the read stops one byte past the cap, so a file
-///   that grows meanwhile is refused too.
+///   that grows meanwhile is refused too. On Unix the file is opened with
+///   `O_NOFOLLOW` and checked again through the opened handle.
 /// - Hidden files and folders (`.name`) are skipped.
 ///
 /// Every error names the file at fault.
@@ -303,11 +307,20 @@ impl BundleDir {
             .join(relative)
             .canonicalize()
             .map_err(|err| fail(err.to_string()))?;
-        if !canonical.starts_with(&self.root) {
+        let Ok(inside) = canonical.strip_prefix(&self.root) else {
             return Err(fail(
                 "it leads outside the bundle directory through a symbolic link; it is not read"
                     .to_owned(),
             ));
+        };
+        // The walk skips hidden names, and a link must not lead to one: a
+        // bundle at the root of a checkout has `.git/config` inside it.
+        if inside.components().any(|part| is_hidden(part.as_os_str())) {
+            return Err(fail(format!(
+                "it leads to the hidden path `{}`; hidden files and folders (`.name`, but not \
+                 Kubernetes' `..name`) are never read, even through a symbolic link",
+                inside.display()
+            )));
         }
         // Checked before opening: opening a FIFO would wait for a writer.
         let meta = std::fs::metadata(&canonical).map_err(|err| fail(err.to_string()))?;
@@ -319,7 +332,15 @@ impl BundleDir {
         if meta.len() > cap {
             return Err(too_large());
         }
-        let file = std::fs::File::open(&canonical).map_err(|err| fail(err.to_string()))?;
+        let file = open_no_follow(&canonical).map_err(|err| fail(err.to_string()))?;
+        // Checked again on what was opened: the path may have changed since.
+        let opened = file.metadata().map_err(|err| fail(err.to_string()))?;
+        if !opened.is_file() {
+            return Err(fail("not a regular file".to_owned()));
+        }
+        if opened.len() > cap {
+            return Err(too_large());
+        }
         let mut bytes = Vec::new();
         file.take(cap.saturating_add(1))
             .read_to_end(&mut bytes)
@@ -336,6 +357,30 @@ impl BundleDir {
             message,
         }
     }
+}
+
+/// Whether a path component is hidden: `.name`, but not Kubernetes'
+/// `..data` and `..2024_...` folders of a ConfigMap mount.
+fn is_hidden(name: &std::ffi::OsStr) -> bool {
+    let name = name.as_encoded_bytes();
+    name.starts_with(b".") && !name.starts_with(b"..")
+}
+
+/// Opens a file for reading, refusing a symbolic link as its last
+/// component (one swapped in since the path was canonicalised) and never
+/// waiting on a FIFO swapped in since it was checked.
+#[cfg(unix)]
+fn open_no_follow(path: &Path) -> std::io::Result<std::fs::File> {
+    use std::os::unix::fs::OpenOptionsExt as _;
+    std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+        .open(path)
+}
+
+#[cfg(not(unix))]
+fn open_no_follow(path: &Path) -> std::io::Result<std::fs::File> {
+    std::fs::File::open(path)
 }
 
 /// Why a symbolic link to a directory is refused.
@@ -827,14 +872,14 @@ mod tests {
     fn links_are_judged_by_where_they_lead() {
         let top = scratch("links");
         let bundle = top.join("bundle");
-        std::fs::create_dir_all(bundle.join(".data")).unwrap();
+        std::fs::create_dir_all(bundle.join("..data")).unwrap();
         std::fs::write(top.join("secret.env"), "TOKEN=do-not-read").unwrap();
         std::fs::write(
-            bundle.join(".data/ok.cedar"),
+            bundle.join("..data/ok.cedar"),
             "permit(principal, action, resource);",
         )
         .unwrap();
-        std::os::unix::fs::symlink(".data/ok.cedar", bundle.join("ok.cedar")).unwrap();
+        std::os::unix::fs::symlink("..data/ok.cedar", bundle.join("ok.cedar")).unwrap();
         // Reached through a link to the bundle: the root is where it leads.
         std::os::unix::fs::symlink("bundle", top.join("current")).unwrap();
         let source = BundleSource::from_dir(&top.join("current")).unwrap();
@@ -851,5 +896,59 @@ mod tests {
         let refused = BundleSource::from_dir(&bundle).unwrap_err();
         assert!(refused.path.ends_with("up"), "{refused:?}");
         let _ = std::fs::remove_dir_all(&top);
+    }
+
+    /// A ConfigMap mount as the kubelet writes it: each file a link through
+    /// `..data`, itself a link to a `..<timestamp>` folder.
+    #[cfg(unix)]
+    #[test]
+    fn a_config_map_mount_loads() {
+        let bundle = scratch("config-map");
+        let version = bundle.join("..2024_01_01_00_00_00.123456789");
+        std::fs::create_dir_all(&version).unwrap();
+        std::fs::write(
+            version.join("ok.cedar"),
+            "permit(principal, action, resource);",
+        )
+        .unwrap();
+        std::fs::write(version.join(ENTITIES_FILE), "[]").unwrap();
+        std::os::unix::fs::symlink("..2024_01_01_00_00_00.123456789", bundle.join("..data"))
+            .unwrap();
+        for name in ["ok.cedar", ENTITIES_FILE] {
+            std::os::unix::fs::symlink(format!("..data/{name}"), bundle.join(name)).unwrap();
+        }
+        let source = BundleSource::from_dir(&bundle).unwrap();
+        let paths: Vec<&str> = source.files().map(|file| file.path.as_str()).collect();
+        assert_eq!(paths, ["ok.cedar", ENTITIES_FILE]);
+        assert!(Bundle::load(&source, RequestLimits::default()).is_ok());
+        let _ = std::fs::remove_dir_all(&bundle);
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn a_link_to_a_hidden_file_inside_the_bundle_is_refused() {
+        let bundle = scratch("hidden-link");
+        std::fs::create_dir_all(bundle.join(".git")).unwrap();
+        std::fs::write(bundle.join(".git/config"), "token = do-not-read").unwrap();
+        std::fs::write(bundle.join(".env"), "TOKEN=do-not-read").unwrap();
+        std::fs::write(
+            bundle.join("ok.cedar"),
+            "permit(principal, action, resource);",
+        )
+        .unwrap();
+        for (link, target) in [("leak.cedar", ".git/config"), ("env.cedar", ".env")] {
+            std::os::unix::fs::symlink(target, bundle.join(link)).unwrap();
+            let refused = BundleSource::from_dir(&bundle).unwrap_err();
+            assert!(refused.path.ends_with(link), "{refused:?}");
+            assert!(
+                refused
+                    .message
+                    .contains(&format!("the hidden path `{target}`")),
+                "{refused}"
+            );
+            assert!(!refused.to_string().contains("do-not-read"), "{refused}");
+            std::fs::remove_file(bundle.join(link)).unwrap();
+        }
+        let _ = std::fs::remove_dir_all(&bundle);
     }
 }

@@ -19,6 +19,21 @@ const HOP_BY_HOP: [&str; 8] = [
     "upgrade",
 ];
 
+/// Headers that make an upstream serve or act on something other than the
+/// request that was decided (a path or method override), or that common
+/// upstreams take as an already verified user. No client may send them.
+const OVERRIDES: [&str; 9] = [
+    "x-original-url",
+    "x-rewrite-url",
+    "x-http-method-override",
+    "x-http-method",
+    "x-method-override",
+    "remote-user",
+    "x-remote-user",
+    "x-auth-request-user",
+    "x-auth-request-email",
+];
+
 /// Headers that must appear at most once, whatever the mapping reads: a
 /// host reads one copy, and an upstream could read another.
 pub(crate) const SINGLE: [&str; 3] = ["authorization", "host", "x-real-ip"];
@@ -34,8 +49,8 @@ pub fn fold_header_name(name: &str) -> String {
 }
 
 /// The names (as sent) of the headers to remove before forwarding: the
-/// `protected` ones (already folded), hop-by-hop ones, and any header that
-/// a `Connection` header names.
+/// `protected` ones (already folded), hop-by-hop ones, path, method and
+/// user overrides, and any header that a `Connection` header names.
 pub(crate) fn to_remove<'a>(
     protected: &[String],
     headers: impl Iterator<Item = (&'a str, &'a [u8])> + Clone,
@@ -56,6 +71,7 @@ pub(crate) fn to_remove<'a>(
             let folded = fold_header_name(name);
             protected.contains(&folded)
                 || HOP_BY_HOP.contains(&folded.as_str())
+                || OVERRIDES.contains(&folded.as_str())
                 || nominated.contains(&folded)
         })
         .map(|(name, _)| name.to_owned())

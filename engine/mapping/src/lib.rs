@@ -253,6 +253,15 @@ impl Mapping {
 
     fn map_target(&self, http: &HttpRequest, target: &Target) -> Result<Request, Refusal> {
         self.check_headers(&http.headers)?;
+        // Methods are case-sensitive, but some upstreams upper-case them:
+        // `delete` would be decided as the `*` action and run as DELETE.
+        let token = |byte: u8| byte.is_ascii_uppercase() || byte == b'-' || byte == b'_';
+        if http.method.is_empty() || !http.method.bytes().all(token) {
+            return Err(Refusal::Malformed(format!(
+                "method `{}` is not an upper-case token",
+                http.method
+            )));
+        }
         let max = self.config.max_header_bytes;
         if let Some((name, _)) = http.headers.iter().find(|(_, value)| value.len() > max) {
             return Err(Refusal::Invalid(format!(

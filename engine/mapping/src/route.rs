@@ -161,13 +161,17 @@ fn match_path(
                 return Ok(Some(captures));
             }
             Segment::Literal(literal) => {
-                let matches = parts.get(index).is_some_and(|part| {
-                    if case_insensitive {
-                        part.eq_ignore_ascii_case(literal)
-                    } else {
-                        part == literal
-                    }
-                });
+                // Compared decoded: upstreams decode `%3A` to `:` before
+                // they route, so `users%3Asearch` is `users:search`.
+                let Some(part) = parts.get(index) else {
+                    return Ok(None);
+                };
+                let part = percent_decode(part, false)?;
+                let matches = if case_insensitive {
+                    fold_case(&part) == fold_case(literal)
+                } else {
+                    part == *literal
+                };
                 if !matches {
                     return Ok(None);
                 }
@@ -181,6 +185,29 @@ fn match_path(
         }
     }
     Ok((parts.len() == segments.len()).then_some(captures))
+}
+
+/// Case folding as the most lenient upstream does it: a character whose
+/// upper or lower case starts with an ASCII letter counts as that letter,
+/// so the dotless `ı` or the Kelvin sign `K`, which Java's
+/// `equalsIgnoreCase` and Unicode-folding routers take for `i` and `k`,
+/// cannot slip past a case-insensitive route.
+fn fold_case(text: &str) -> String {
+    text.chars()
+        .map(|ch| {
+            first_ascii(ch.to_uppercase())
+                .or_else(|| first_ascii(ch.to_lowercase()))
+                .unwrap_or(ch)
+                .to_ascii_lowercase()
+        })
+        .collect()
+}
+
+/// The first character of a case mapping, if it is ASCII: `İ` lower-cases
+/// to `i` and a combining dot, which Java's simple mapping reads as `i`.
+/// Folding too much only sends more spellings to a literal's route.
+fn first_ascii(mut mapped: impl Iterator<Item = char>) -> Option<char> {
+    mapped.next().filter(char::is_ascii)
 }
 
 fn percent_decode(text: &str, allow_slash: bool) -> Result<String, Refusal> {

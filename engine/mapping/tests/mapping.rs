@@ -155,13 +155,58 @@ fn the_decided_target_is_canonical_and_routes_can_ignore_case() {
     let folded = Mapping::from_json(folded.to_string().as_bytes(), load_bundle("gateway")).unwrap();
     let alice = json!({"preferred_username": "alice", "email": "a@example.com", "amr": ["mfa"],
                        "iat": 1_800_000_000 - 5, "groups": []});
-    let http = request("GET", "/gitlab/ADMIN/users", alice);
+    let http = request("GET", "/gitlab/ADMIN/users", alice.clone());
     let action = |mapping: &Mapping| mapping.map(&http).unwrap().action;
     assert_eq!(action(&exact), EntityUid::new("Gateway::Action", "connect"));
     assert_eq!(
         action(&folded),
         EntityUid::new("Gateway::Action", "administer")
     );
+    // Letters that lenient upstreams fold to `i`, and escapes of the
+    // literal's own characters, land on the admin route too.
+    for spelling in [
+        "/gitlab/adm%C4%B1n/users",
+        "/gitlab/adm%C4%B0n/users",
+        "/gitlab/%41dmin/users",
+    ] {
+        let mapped = folded.map(&request("GET", spelling, alice.clone()));
+        assert_eq!(
+            mapped.unwrap().action,
+            EntityUid::new("Gateway::Action", "administer"),
+            "{spelling}"
+        );
+    }
+}
+
+#[test]
+fn route_literals_match_what_upstreams_decode_and_methods_must_be_upper_case() {
+    let mut config = example_mapping("gateway-mapping.json");
+    config["routes"]["routes"][0] = json!({"path": "/gitlab/users:search", "methods": {"*": "administer"},
+        "resource": {"type": "Gateway::App", "id": "gitlab"}});
+    let mapping =
+        Mapping::from_json(config.to_string().as_bytes(), load_bundle("gateway")).unwrap();
+    let alice = json!({"preferred_username": "alice", "email": "a@example.com", "amr": ["mfa"],
+                       "iat": 1_800_000_000 - 5, "groups": []});
+    for spelling in [
+        "/gitlab/users:search",
+        "/gitlab/users%3Asearch",
+        "/gitlab/users%3asearch",
+    ] {
+        let http = request("GET", spelling, alice.clone());
+        assert_eq!(
+            mapping.map(&http).unwrap().action,
+            EntityUid::new("Gateway::Action", "administer"),
+            "{spelling}"
+        );
+    }
+    for method in ["delete", "Get", ""] {
+        let http = request(method, "/gitlab/projects", alice.clone());
+        assert_eq!(
+            mapping.decide(&http).verdict,
+            Verdict::Malformed,
+            "{method:?}"
+        );
+    }
 }
 
 #[test]
@@ -206,6 +251,24 @@ fn headers_a_client_may_not_send_are_found_in_any_spelling() {
             .map(|(name, value)| (name.as_str(), value.as_slice())),
     );
     assert_eq!(removed, ["X-Cedar_Principal", "connection", "x-other"]);
+    // Path, method and user overrides never reach an upstream.
+    let overrides: Vec<(String, Vec<u8>)> = [
+        "X-Original-URL",
+        "x_rewrite_url",
+        "X-HTTP-Method-Override",
+        "x-method-override",
+        "Remote-User",
+        "X-Auth-Request-Email",
+    ]
+    .iter()
+    .map(|name| ((*name).to_owned(), b"x".to_vec()))
+    .collect();
+    let removed = filter.headers_to_remove(
+        overrides
+            .iter()
+            .map(|(name, value)| (name.as_str(), value.as_slice())),
+    );
+    assert_eq!(removed.len(), overrides.len(), "{removed:?}");
     let mut twice = request("GET", "/api/v1/dags/etl_daily", bob());
     twice
         .headers

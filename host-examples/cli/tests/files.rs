@@ -106,6 +106,31 @@ fn a_link_out_of_the_bundle_is_refused_and_never_printed() {
 }
 
 #[test]
+fn a_link_into_a_hidden_folder_is_refused_and_never_printed() {
+    // A bundle at the root of a CI checkout: `.git/config` is inside the
+    // bundle directory and holds the job token.
+    let git_config = format!(
+        "[remote \"origin\"]\n\turl = https://gitlab-ci-token:{SECRET}@gitlab.example/group/repo.git\n"
+    );
+    let bundle = write_tree(
+        "hidden-link",
+        &[("ok.cedar", POLICY), (".git/config", &git_config)],
+    );
+    symlink(".git/config", bundle.join("leak.cedar")).unwrap();
+    for out in [
+        cedar_edge_within(PROMPTLY, &["validate", path(&bundle)]),
+        cedar_edge_within(PROMPTLY, &["test", path(&bundle)]),
+        authorize(&bundle),
+    ] {
+        assert_eq!(out.status.code(), Some(65), "{}", text(&out.stderr));
+        let stderr = stderr_of(&out);
+        assert!(stderr.contains("leak.cedar"), "{stderr}");
+        assert!(stderr.contains("hidden"), "{stderr}");
+        assert_no_secret(&out);
+    }
+}
+
+#[test]
 fn a_link_out_of_the_suite_is_refused_and_never_printed() {
     let (bundle, _) = bundle_beside_a_secret(
         "leak-suite",
@@ -222,8 +247,8 @@ fn fmt_never_writes_through_a_link() {
     assert_eq!(std::fs::read_to_string(&outside).unwrap(), MESSY);
 
     // A link inside the bundle is read and checked, but not written through.
-    let bundle = write_tree("fmt-in", &[(".shared/messy.cedar", MESSY)]);
-    symlink(".shared/messy.cedar", bundle.join("messy.cedar")).unwrap();
+    let bundle = write_tree("fmt-in", &[("..shared/messy.cedar", MESSY)]);
+    symlink("..shared/messy.cedar", bundle.join("messy.cedar")).unwrap();
     let check = cedar_edge_within(PROMPTLY, &["fmt", "--check", path(&bundle)]);
     assert_eq!(check.status.code(), Some(1), "{}", text(&check.stderr));
     let out = cedar_edge_within(PROMPTLY, &["fmt", path(&bundle)]);
@@ -236,7 +261,7 @@ fn fmt_never_writes_through_a_link() {
     let link = bundle.join("messy.cedar");
     assert!(link.symlink_metadata().unwrap().file_type().is_symlink());
     assert_eq!(
-        std::fs::read_to_string(bundle.join(".shared/messy.cedar")).unwrap(),
+        std::fs::read_to_string(bundle.join("..shared/messy.cedar")).unwrap(),
         MESSY
     );
 }

@@ -33,9 +33,14 @@ const FORWARDED_FOR: &str = "x-forwarded-for";
 /// trusted proxies may send them; from anyone else they are dropped, and in
 /// a spelling other than this one (`X_Forwarded_For`) they are always
 /// dropped, since upstreams that fold `_` would read them as these.
-const FORWARDING: [&str; 7] = [
+const FORWARDING: [&str; 12] = [
     "forwarded",
     "x-forwarded-for",
+    "x-original-forwarded-for",
+    "true-client-ip",
+    "x-client-ip",
+    "x-cluster-client-ip",
+    "cf-connecting-ip",
     "x-forwarded-host",
     "x-forwarded-port",
     "x-forwarded-prefix",
@@ -150,7 +155,7 @@ impl Gateway {
         };
         // Client-sent identity headers and hop-by-hop headers never reach
         // an upstream, nor forwarding headers an untrusted peer wrote.
-        let trusted_peer = self.is_trusted_proxy(peer.ip());
+        let trusted_peer = self.is_trusted_proxy(peer.ip().to_canonical());
         let remove = mapping
             .headers_to_remove(
                 headers
@@ -166,7 +171,7 @@ impl Gateway {
         for name in remove.collect::<Vec<_>>() {
             parts.headers.remove(name.as_str());
         }
-        set_forwarded_for(&mut parts.headers, peer);
+        set_forwarded_for(&mut parts.headers, client, peer);
         let upstream_headers = &mapping.config().upstream_headers;
         let Some((upstream, _)) = self.upstream_for(&target.path) else {
             return json_response(StatusCode::NOT_FOUND, &json!({"error": "no route"}));
@@ -235,6 +240,16 @@ impl Gateway {
                 );
             }
         };
+        // The upstream's own authority, not the client's `Host`: behind a
+        // shared ingress, `Host` picks the app that serves the request, and
+        // it must be the app that was decided.
+        if let Some(authority) = parts
+            .uri
+            .authority()
+            .and_then(|authority| HeaderValue::from_str(authority.as_str()).ok())
+        {
+            parts.headers.insert(hyper::header::HOST, authority);
+        }
         match self.client.request(HttpReq::from_parts(parts, body)).await {
             Ok(response) => response.map(|body| body.boxed()),
             Err(err) => {
@@ -552,16 +567,28 @@ fn parse_hop(hop: &str) -> Option<IpAddr> {
         .map(|address| address.to_canonical())
 }
 
-/// `X-Forwarded-For` for the upstream: what is left of the chain (only a
-/// trusted proxy's survives the header hygiene), plus this peer.
-fn set_forwarded_for(headers: &mut hyper::HeaderMap, peer: SocketAddr) {
-    let mut chain: Vec<String> = headers
+/// `X-Forwarded-For` for the upstream: the decided client, the trusted
+/// hops after it, then this peer. Hops left of the client were written by
+/// the client itself, and upstreams that read the left-most entry would
+/// take them for the client.
+fn set_forwarded_for(headers: &mut hyper::HeaderMap, client: IpAddr, peer: SocketAddr) {
+    let hops: Vec<String> = headers
         .get_all(FORWARDED_FOR)
         .iter()
         .filter_map(|value| value.to_str().ok())
-        .map(str::to_owned)
+        .flat_map(|text| text.split(',').map(|hop| hop.trim().to_owned()))
         .collect();
-    chain.push(peer.ip().to_canonical().to_string());
+    let mut chain: Vec<String> = hops
+        .iter()
+        .rposition(|hop| parse_hop(hop) == Some(client))
+        .and_then(|from| hops.get(from..))
+        .map(<[String]>::to_vec)
+        .unwrap_or_default();
+    let peer = peer.ip().to_canonical();
+    if chain.is_empty() && client != peer {
+        chain.push(client.to_string());
+    }
+    chain.push(peer.to_string());
     headers.remove(FORWARDED_FOR);
     if let Ok(value) = HeaderValue::from_str(&chain.join(", ")) {
         headers.insert(FORWARDED_FOR, value);

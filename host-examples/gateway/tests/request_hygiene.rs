@@ -386,11 +386,18 @@ fn behind_trusted_proxies_the_right_most_untrusted_hop_is_the_client() {
     );
     assert_eq!(reply.status, 400, "{}", reply.body);
     gateway.stop();
-    // The trusted chain goes on, with this hop appended.
+    // The chain goes on from the decided client, with this hop appended:
+    // what the client wrote left of itself is not passed on.
     let received = site.upstream.last().unwrap();
     assert_eq!(
         received.header_values("x-forwarded-for"),
-        ["203.0.113.9, 10.1.2.3, 127.0.0.1"]
+        ["10.1.2.3, 127.0.0.1"]
+    );
+    // The upstream gets its own authority as `Host`, not the client's.
+    let upstream_authority = format!("127.0.0.1:{}", site.upstream.port);
+    assert_eq!(
+        received.header_values("host"),
+        [upstream_authority.as_str()]
     );
 }
 
