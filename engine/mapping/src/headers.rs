@@ -81,15 +81,27 @@ pub(crate) fn to_remove<'a>(
 }
 
 /// Refuses a request that carries a single-value header (`single`, folded)
-/// more than once, in any spelling.
+/// more than once, in any spelling, or more than one `Authorization`
+/// credential. Envoy joins repeated headers into one value with commas, and
+/// a bearer token never holds one, so for `Authorization` each comma counts
+/// as one more credential: an upstream could read one that was not the one
+/// verified.
 pub(crate) fn check(headers: &[(String, Vec<u8>)], single: &[String]) -> Result<(), String> {
     for name in single {
-        let count = headers
+        let values = headers
             .iter()
             .filter(|(header, _)| fold_header_name(header) == *name)
-            .count();
+            .map(|(_, value)| value);
+        let (count, what) = if name == "authorization" {
+            let credentials = values
+                .map(|value| 1 + value.iter().filter(|&&byte| byte == b',').count())
+                .sum();
+            (credentials, "credentials")
+        } else {
+            (values.count(), "headers")
+        };
         if count > 1 {
-            return Err(format!("{count} `{name}` headers; at most one is accepted"));
+            return Err(format!("{count} `{name}` {what}; at most one is accepted"));
         }
     }
     Ok(())
@@ -138,6 +150,22 @@ mod tests {
                 "proxy-authorization"
             ]
         );
+    }
+
+    #[test]
+    fn one_credential_passes_and_two_in_any_form_are_refused() {
+        let single = ["authorization".to_owned()];
+        assert!(check(&headers(&[("authorization", "Bearer a.b.c")]), &single).is_ok());
+        assert!(check(&headers(&[("x-other", "a, b")]), &single).is_ok());
+        assert!(check(&[], &single).is_ok());
+        for refused in [
+            headers(&[("authorization", "Basic eHl6,Bearer a.b.c")]),
+            headers(&[("authorization", "Bearer a"), ("authorization", "Bearer b")]),
+            headers(&[("authorization", "Bearer a"), ("Authorization", "Bearer b")]),
+        ] {
+            let reason = check(&refused, &single).unwrap_err();
+            assert!(reason.contains("2 `authorization`"), "{reason}");
+        }
     }
 
     #[test]

@@ -4,7 +4,7 @@
 //! claims and query strings never appear; only uids, policy ids and
 //! reasons do.
 
-use cedar_edge_mapping::{DecisionRecord, MappedDecision, Refusal, Verdict, fold_header_name};
+use cedar_edge_mapping::{DecisionRecord, MappedDecision, Verdict};
 use serde_json::{Value, json};
 
 /// The JSON body of a 400, 401 or 403.
@@ -68,55 +68,9 @@ pub fn decision_id(vm_nonce: u64, sequence: u64) -> String {
     format!("cedar-{vm_nonce:016x}-{sequence:x}")
 }
 
-/// More than one `Authorization` credential, as Envoy presents them: it
-/// joins repeated headers into one value with commas. A bearer token
-/// never holds a comma, so a comma means two credentials, and an upstream
-/// could read one that was not the one verified: 400.
-pub fn repeated_credentials(headers: &[(String, Vec<u8>)]) -> Option<Refusal> {
-    let values: Vec<&[u8]> = headers
-        .iter()
-        .filter(|(name, _)| fold_header_name(name) == "authorization")
-        .map(|(_, value)| value.as_slice())
-        .collect();
-    let credentials: usize = values
-        .iter()
-        .map(|value| 1 + value.iter().filter(|&&byte| byte == b',').count())
-        .sum();
-    (credentials > 1).then(|| {
-        Refusal::Malformed(format!(
-            "{credentials} `authorization` credentials; at most one is accepted"
-        ))
-    })
-}
-
 #[cfg(test)]
-#[allow(clippy::panic)]
 mod tests {
     use super::*;
-
-    fn headers(pairs: &[(&str, &str)]) -> Vec<(String, Vec<u8>)> {
-        pairs
-            .iter()
-            .map(|(name, value)| ((*name).to_owned(), value.as_bytes().to_vec()))
-            .collect()
-    }
-
-    #[test]
-    fn one_credential_passes_and_two_in_any_form_are_refused() {
-        assert!(repeated_credentials(&headers(&[("authorization", "Bearer a.b.c")])).is_none());
-        assert!(repeated_credentials(&headers(&[("x-other", "a, b")])).is_none());
-        assert!(repeated_credentials(&[]).is_none());
-        for refused in [
-            headers(&[("authorization", "Basic eHl6,Bearer a.b.c")]),
-            headers(&[("authorization", "Bearer a"), ("authorization", "Bearer b")]),
-            headers(&[("authorization", "Bearer a"), ("Authorization", "Bearer b")]),
-        ] {
-            let Some(Refusal::Malformed(reason)) = repeated_credentials(&refused) else {
-                panic!("{refused:?} was not refused");
-            };
-            assert!(reason.contains("2 `authorization`"), "{reason}");
-        }
-    }
 
     #[test]
     fn decision_ids_differ_across_vms_and_requests() {

@@ -154,10 +154,7 @@ impl HttpContext for Request {
         // The filter's own id: a client's `x-request-id` is the client's
         // word, and the upstream must not take it for this decision's.
         let decision_id = self.decision_id.clone();
-        let decision = match crate::decision::repeated_credentials(&http.headers) {
-            Some(refusal) => MappedDecision::refused(refusal),
-            None => mapping.decide(&http),
-        };
+        let decision = mapping.decide(&http);
         let config = mapping.config();
         let shadow = config.shadow_mode;
         log(
