@@ -170,6 +170,12 @@ fn engines(w: &Workload) -> Vec<Engine<'_>> {
             }),
         ),
         (
+            "core_native_request_entities",
+            Box::new(|i: usize| {
+                black_box(w.native.bundle().authorize(&w.claims[i % REQUESTS]).ok());
+            }),
+        ),
+        (
             "component_request_entities",
             Box::new(|i: usize| {
                 black_box(w.component.authorize(&w.claims[i % REQUESTS]).ok());
@@ -275,12 +281,38 @@ fn ui_batch(w: &Workload) -> Vec<Request> {
         .collect()
 }
 
-fn results_path() -> PathBuf {
+/// `scale.json` for a run of every size; a run of some sizes writes
+/// `scale-partial.json`, so it never replaces the full record the plot reads.
+fn results_path(every_size: bool) -> PathBuf {
     let target = std::env::var_os("CARGO_TARGET_DIR").map_or_else(
         || PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target"),
         PathBuf::from,
     );
-    target.join("bench-results").join("scale.json")
+    let name = if every_size {
+        "scale.json"
+    } else {
+        "scale-partial.json"
+    };
+    target.join("bench-results").join(name)
+}
+
+/// Every size, or those `CEDAR_EDGE_SCALE_SIZES` lists (`10,10000`), for a
+/// quicker run of a few rows.
+fn chosen_sizes() -> Vec<usize> {
+    if !benching() {
+        return SMOKE_SIZES.to_vec();
+    }
+    match std::env::var("CEDAR_EDGE_SCALE_SIZES") {
+        Ok(list) => list
+            .split(',')
+            .map(|size| {
+                size.trim()
+                    .parse()
+                    .expect("CEDAR_EDGE_SCALE_SIZES lists numbers")
+            })
+            .collect(),
+        Err(_) => SIZES.to_vec(),
+    }
 }
 
 fn median_of(runs: usize, mut once: impl FnMut() -> Duration) -> f64 {
@@ -306,7 +338,7 @@ fn scale(c: &mut Criterion) {
         started.elapsed()
     });
 
-    let sizes: &[usize] = if benching() { &SIZES } else { &SMOKE_SIZES };
+    let sizes = chosen_sizes();
     let workloads: Vec<Workload> = sizes.iter().map(|&n| workload(&runtime, n)).collect();
 
     let mut group = c.benchmark_group("scale");
@@ -404,7 +436,7 @@ fn scale(c: &mut Criterion) {
         },
         "sizes": sizes,
     });
-    let path = results_path();
+    let path = results_path(workloads.len() == SIZES.len());
     std::fs::create_dir_all(path.parent().expect("a parent")).expect("results folder");
     std::fs::write(&path, serde_json::to_string_pretty(&report).expect("json")).expect("written");
     eprintln!("results: {}", path.display());

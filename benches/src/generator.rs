@@ -403,6 +403,7 @@ pub fn with_claims_entities(
             ("level".to_owned(), Value::Long(level)),
         ]),
         parents: vec![EntityUid::new("Saas::Role", role)],
+        tags: Attributes::default(),
     });
     request.principal = user;
     if rng.below(2) == 0 {
@@ -426,6 +427,7 @@ pub fn with_claims_entities(
                 ("level".to_owned(), Value::Long(level)),
             ]),
             parents: vec![EntityUid::new("Saas::Folder", folder)],
+            tags: Attributes::default(),
         });
         request.resource = doc;
     }

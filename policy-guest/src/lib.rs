@@ -127,6 +127,9 @@ fn attributes(attributes: wit::Attributes) -> engine::Attributes {
                 },
                 arg,
             ),
+            wit::ValueNode::ExtensionCall((name, args)) => {
+                engine::ValueNode::ExtensionCall(name, args)
+            }
             wit::ValueNode::Set(children) => engine::ValueNode::Set(children),
             wit::ValueNode::Record(fields) => engine::ValueNode::Record(fields),
         })
@@ -153,6 +156,7 @@ fn core_request(request: wit::Request) -> engine::Request {
                 uid: uid(entity.uid),
                 attrs: attributes(entity.attrs),
                 parents: entity.parents.into_iter().map(uid).collect(),
+                tags: attributes(entity.tags),
             })
             .collect(),
     }

@@ -1,10 +1,15 @@
 //! Deciding a request against a loaded bundle.
 
 use crate::cedar_internals::ast::{self, EntityUID, PartialValue};
-use crate::cedar_internals::{CoreEntities, Dereference};
+use std::sync::Arc;
+
+use crate::cedar_internals::{
+    CoreEntities, Dereference, Extensions, NoEntitiesSchema, TCComputation,
+};
 use cedar_policy::{Context, Entities};
 
 use crate::bundle::Bundle;
+use crate::diagnostic::full_message;
 use crate::index::{Parties, Party};
 use crate::request::{
     NodeBudget, Request, RequestError, cedar_entity, cedar_fields, cedar_uid, check_json_context,
@@ -155,7 +160,7 @@ impl Bundle {
             let joined = self
                 .entities
                 .clone()
-                .add_entities(own, self.schema.as_ref())
+                .add_entities(own, None) // checked against the schema already
                 .map_err(|err| RequestError::invalid("entities", err))?;
             let parties = parties(principal, action, resource, |uid| {
                 in_store(joined.as_ref(), uid)
@@ -211,9 +216,25 @@ impl Bundle {
             .enumerate()
             .map(|(position, entity)| cedar_entity(entity, position, &self.limits, budget))
             .collect::<Result<Vec<_>, _>>()?;
-        Entities::empty()
-            .add_entities(own, self.schema.as_ref())
-            .map(Some)
-            .map_err(|err| RequestError::invalid("entities", err))
+        let own = own.iter().map(|entity| Arc::new(entity.as_ref().clone()));
+        let checked = match &self.schema {
+            // Cedar's checker, reading the descriptions cached at load.
+            Some(schema) => CoreEntities::new().add_entities(
+                own,
+                Some(&self.conformance.schema(schema.as_ref())),
+                TCComputation::ComputeNow,
+                Extensions::all_available(),
+            ),
+            None => CoreEntities::new().add_entities(
+                own,
+                None::<&NoEntitiesSchema>,
+                TCComputation::ComputeNow,
+                Extensions::all_available(),
+            ),
+        };
+        // Cedar names the entity and attribute at fault in the causes.
+        checked
+            .map(|entities| Some(Entities::from(entities)))
+            .map_err(|err| RequestError::invalid("entities", full_message(&err)))
     }
 }

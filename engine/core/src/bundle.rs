@@ -423,6 +423,8 @@ pub struct Bundle {
     pub(crate) entities: Entities,
     pub(crate) index: crate::index::PolicyIndex,
     pub(crate) graph: crate::slice::EntityGraph,
+    /// The schema's entity type descriptions, for checking request entities.
+    pub(crate) conformance: crate::conformance::ConformanceCache,
     pub(crate) limits: RequestLimits,
     policy_ids: Vec<String>,
     /// Policy or template id → the bundle file it was written in.
@@ -473,6 +475,10 @@ impl Bundle {
         let index = crate::index::PolicyIndex::new(&policies);
         let entities = entities.unwrap_or_else(Entities::empty);
         let graph = crate::slice::EntityGraph::new(entities.as_ref());
+        let conformance = schema
+            .as_ref()
+            .map(|schema| crate::conformance::ConformanceCache::new(schema.as_ref()))
+            .unwrap_or_default();
         #[cfg(feature = "validate")]
         let hand_over = {
             let mut prepared = source.clone();
@@ -485,6 +491,7 @@ impl Bundle {
             schema,
             entities,
             graph,
+            conformance,
             index,
             limits,
             policy_ids,

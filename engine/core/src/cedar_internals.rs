@@ -13,3 +13,11 @@ pub(crate) use cedar_policy_core::entities::{
 };
 pub(crate) use cedar_policy_core::evaluator::Evaluator;
 pub(crate) use cedar_policy_core::extensions::Extensions;
+// The schema view Cedar's entity conformance checker reads (`conformance`).
+pub(crate) use cedar_policy_core::entities::{
+    EntityTypeDescription, Schema as EntitySchema, SchemaType,
+};
+pub(crate) use cedar_policy_core::pst::{NonEmpty, SmolStr};
+pub(crate) use cedar_policy_core::validator::{
+    CoreSchema, EntityTypeDescription as CedarTypeDescription, ValidatorSchema,
+};

@@ -78,7 +78,7 @@ impl Diagnostic {
 
 /// The error's message followed by its causes: Cedar often puts the detail
 /// that names the culprit in a cause.
-fn full_message(error: &dyn miette::Diagnostic) -> String {
+pub(crate) fn full_message(error: &dyn miette::Diagnostic) -> String {
     let mut message = error.to_string();
     let mut cause = error.source();
     while let Some(inner) = cause {

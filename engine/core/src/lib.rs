@@ -13,6 +13,7 @@ mod authorize;
 mod backend;
 mod bundle;
 mod cedar_internals;
+mod conformance;
 mod diagnostic;
 mod index;
 mod nesting;

@@ -51,6 +51,8 @@ pub struct EntityInput {
     pub attrs: Attributes,
     /// Its direct parents.
     pub parents: Vec<EntityUid>,
+    /// Its tags; the schema must declare tags for its type.
+    pub tags: Attributes,
 }
 
 /// Limits every request is checked against before Cedar sees it.
@@ -216,6 +218,12 @@ fn check_tree(
                     visit(child, &mut used)?;
                 }
             }
+            ValueNode::ExtensionCall(name, args) => {
+                text_bytes += name.len();
+                for &arg in args {
+                    visit(arg, &mut used)?;
+                }
+            }
             ValueNode::Record(fields) => {
                 for (name, child) in fields {
                     text_bytes += name.len();
@@ -293,6 +301,17 @@ fn cedar_value(
         ValueNode::String(text) => RestrictedExpression::new_string(text.clone()),
         ValueNode::Entity(uid) => RestrictedExpression::new_entity_uid(cedar_uid(uid, field)?),
         ValueNode::Extension(kind, arg) => extension_call(*kind, arg),
+        ValueNode::ExtensionCall(name, args) => {
+            let function = ast::Name::parse_unqualified_name(name).map_err(|err| {
+                RequestError::invalid(field, format!("`{name}` is not a function name: {err}"))
+            })?;
+            let args = args
+                .iter()
+                .map(|arg| cedar_value(nodes, *arg, field).map(|value| value.as_ref().clone()))
+                .collect::<Result<Vec<_>, _>>()?;
+            RestrictedExpression::ref_cast(&ast::RestrictedExpr::call_extension_fn(function, args))
+                .clone()
+        }
         ValueNode::Set(children) => RestrictedExpression::new_set(
             children
                 .iter()
@@ -365,7 +384,8 @@ pub(crate) fn cedar_entity(
         .iter()
         .map(|parent| cedar_uid(parent, &field))
         .collect::<Result<HashSet<_>, _>>()?;
-    cedar_policy::Entity::new(uid, attrs, parents)
+    let tags = cedar_fields(&entity.tags, &format!("{field}.tags"), limits, budget)?;
+    cedar_policy::Entity::new_with_tags(uid, attrs, parents, tags)
         .map_err(|err| RequestError::invalid(format!("{field} `{}`", entity.uid), err))
 }
 

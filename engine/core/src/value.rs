@@ -97,6 +97,9 @@ pub enum ValueNode {
     Entity(EntityUid),
     /// An extension value, as the string its constructor takes.
     Extension(ExtensionKind, String),
+    /// A call of the named Cedar extension function on the nodes at these
+    /// indices, such as `offset` of a datetime and a duration.
+    ExtensionCall(String, Vec<u32>),
     /// A set of the nodes at these indices.
     Set(Vec<u32>),
     /// A record whose fields hold the nodes at these indices.
@@ -125,6 +128,10 @@ pub enum Value {
     Entity(EntityUid),
     /// An extension value, as the string its constructor takes.
     Extension(ExtensionKind, String),
+    /// A call of the named Cedar extension function on these arguments,
+    /// such as `offset(datetime("…"), duration("1h"))`. Cedar checks the
+    /// name and the arguments' types.
+    ExtensionCall(String, Vec<Value>),
     /// A set.
     Set(Vec<Value>),
     /// A record.
@@ -148,7 +155,8 @@ impl From<String> for ValueError {
 
 impl Value {
     /// Reads Cedar's JSON value form: plain JSON scalars, arrays and objects,
-    /// plus `{"__entity": {"type", "id"}}` and `{"__extn": {"fn", "arg"}}`.
+    /// plus `{"__entity": {"type", "id"}}`, `{"__extn": {"fn", "arg"}}` and
+    /// `{"__extn": {"fn", "args": [...]}}`.
     ///
     /// Without a schema these escapes are the only way to mark an entity or an
     /// extension value, exactly as in Cedar's own JSON format.
@@ -187,6 +195,15 @@ impl Value {
                         .get("fn")
                         .and_then(Json::as_str)
                         .unwrap_or_default();
+                    if let Some(args) = extension.get("args") {
+                        let args = args
+                            .as_array()
+                            .ok_or_else(|| "`__extn` needs `args` as a list".to_owned())?
+                            .iter()
+                            .map(Self::read_json)
+                            .collect::<Result<_, _>>()?;
+                        return Ok(Self::ExtensionCall(name.to_owned(), args));
+                    }
                     let kind = ExtensionKind::from_function_name(name)
                         .ok_or_else(|| format!("unknown extension function `{name}`"))?;
                     let arg = extension
@@ -241,6 +258,9 @@ impl Attributes {
             Value::String(s) => ValueNode::String(s),
             Value::Entity(uid) => ValueNode::Entity(uid),
             Value::Extension(kind, arg) => ValueNode::Extension(kind, arg),
+            Value::ExtensionCall(name, args) => {
+                ValueNode::ExtensionCall(name, args.into_iter().map(|arg| self.push(arg)).collect())
+            }
             Value::Set(items) => {
                 ValueNode::Set(items.into_iter().map(|item| self.push(item)).collect())
             }

@@ -172,6 +172,7 @@ fn request_entities_that_reparent_the_store_are_joined_in_full() {
         uid: EntityUid::new("Team", "ghost"),
         attrs: cedar_edge_core::Attributes::default(),
         parents: vec![EntityUid::new("Org", "acme")],
+        tags: cedar_edge_core::Attributes::default(),
     });
     let answer = bundle.authorize(&request).unwrap();
     assert!(answer.is_allowed(), "{answer:?}");
@@ -207,6 +208,7 @@ fn request_entities_inherit_the_store_hierarchy() {
             cedar_edge_core::Value::Entity(EntityUid::new("User", "boss")),
         )]),
         parents: vec![EntityUid::new("Team", parent)],
+        tags: cedar_edge_core::Attributes::default(),
     };
     let request = |parent: &str| Request {
         principal: EntityUid::new("User", "from-claims"),

@@ -73,6 +73,7 @@ pub(crate) fn from_claims(
         uid: uid.clone(),
         attrs: Attributes::from_fields(attributes),
         parents,
+        tags: Attributes::default(),
     };
     Ok((uid, vec![entity]))
 }

@@ -91,3 +91,38 @@ pub fn request_with_context(
     Request::new(principal, action, resource, context, schema)
         .map_err(|err| OracleError(format!("request: {err}")))
 }
+
+/// Request entities joined to the store the plain way: parsed from Cedar's
+/// JSON entity format, then added to a copy of the store, where Cedar checks
+/// them against the schema and recomputes the hierarchy.
+pub fn join_request_entities(
+    store: &Entities,
+    json: &str,
+    schema: Option<&Schema>,
+) -> Result<Entities, OracleError> {
+    let own = Entities::from_json_str(json, None)
+        .map_err(|err| OracleError(format!("entities: {err}")))?;
+    store
+        .clone()
+        .add_entities(own, schema)
+        .map_err(|err| OracleError(with_causes(&err)))
+}
+
+/// Whether Cedar accepts request entities when it parses them with the
+/// schema's types (what a host that reads them from JSON does).
+pub fn schema_parse_accepts(json: &str, schema: &Schema) -> bool {
+    Entities::from_json_str(json, Some(schema)).is_ok()
+}
+
+/// An error's message and its causes, each cause once, joined by `: `.
+fn with_causes(err: &dyn std::error::Error) -> String {
+    let causes = std::iter::successors(err.source(), |cause| cause.source());
+    causes.fold(err.to_string(), |message, cause| {
+        let cause = cause.to_string();
+        if message.contains(&cause) {
+            message
+        } else {
+            format!("{message}: {cause}")
+        }
+    })
+}

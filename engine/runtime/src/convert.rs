@@ -63,6 +63,9 @@ fn attributes(attributes: &engine::Attributes) -> wit::Attributes {
                 },
                 arg.clone(),
             )),
+            engine::ValueNode::ExtensionCall(name, args) => {
+                wit::ValueNode::ExtensionCall((name.clone(), args.clone()))
+            }
             engine::ValueNode::Set(children) => wit::ValueNode::Set(children.clone()),
             engine::ValueNode::Record(fields) => wit::ValueNode::Record(fields.clone()),
         })
@@ -89,6 +92,7 @@ pub(crate) fn request(request: &engine::Request) -> wit::Request {
                 uid: uid(&entity.uid),
                 attrs: attributes(&entity.attrs),
                 parents: entity.parents.iter().map(uid).collect(),
+                tags: attributes(&entity.tags),
             })
             .collect(),
     }

@@ -272,6 +272,7 @@ impl RequestSpec {
                     "Group",
                     format!("g{}", self.extra_user_group),
                 )],
+                tags: Attributes::default(),
             }]
         } else {
             Vec::new()

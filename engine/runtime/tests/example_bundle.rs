@@ -141,6 +141,7 @@ fn ci_job(protected: bool, source: &str) -> EntityInput {
             ),
         ]),
         parents: Vec::new(),
+        tags: Attributes::default(),
     }
 }
 

@@ -16,8 +16,8 @@ pub struct EntityJson {
     /// Its parents.
     #[serde(default)]
     pub parents: Vec<EntityUid>,
-    /// Tags, which request entities cannot carry; present only to be refused
-    /// with a clear message.
+    /// Its tags, in Cedar's JSON value form, for types whose schema
+    /// declares tags.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tags: Option<serde_json::Value>,
 }
@@ -40,22 +40,23 @@ impl From<String> for EntitiesError {
 impl EntityJson {
     /// The typed form the engine takes.
     pub fn to_input(&self) -> Result<EntityInput, EntitiesError> {
-        if self.tags.is_some() {
-            return Err(EntitiesError::from(format!(
-                "`{}`: entity tags are not supported in request entities",
-                self.uid
-            )));
-        }
         let attrs = if self.attrs.is_null() {
             Attributes::default()
         } else {
             Attributes::from_json(&self.attrs)
                 .map_err(|err| format!("`{}` attrs: {err}", self.uid))?
         };
+        let tags = match &self.tags {
+            None => Attributes::default(),
+            Some(tags) => {
+                Attributes::from_json(tags).map_err(|err| format!("`{}` tags: {err}", self.uid))?
+            }
+        };
         Ok(EntityInput {
             uid: self.uid.clone(),
             attrs,
             parents: self.parents.clone(),
+            tags,
         })
     }
 }

@@ -175,6 +175,7 @@ impl Names<'_> {
                     uid: uid.clone(),
                     attrs,
                     parents: Vec::new(),
+                    tags: Attributes::default(),
                 });
             }
         }
