@@ -8,6 +8,8 @@
 //! - `one_parse`: now. The bundle is parsed and validated once; the mapping
 //!   and the native backend share it, and the guest is handed the validated
 //!   files.
+//! - `one_parse_concurrent`: the same, with the guest parsing on a second
+//!   thread while the host validates (`ComponentRuntime::load_with_native`).
 //! - `native_only`: the one parse alone, the floor for either.
 //!
 //! Under `cargo test` this runs once on a small bundle.
@@ -75,6 +77,9 @@ fn loads(c: &mut Criterion) {
             let backend = runtime.load_bundle(&bundle).expect("loads");
             black_box((bundle, backend))
         })
+    });
+    group.bench_function("one_parse_concurrent", |b| {
+        b.iter(|| black_box(runtime.load_with_native(&source).expect("loads")))
     });
     group.bench_function("native_only", |b| {
         b.iter(|| black_box(Bundle::load(&source, limits).expect("loads")))

@@ -1,6 +1,7 @@
 //! Deciding a request against a loaded bundle.
 
 use crate::cedar_internals::ast::{self, EntityUID, PartialValue};
+use std::collections::HashSet;
 use std::sync::Arc;
 
 use crate::cedar_internals::{
@@ -10,6 +11,7 @@ use cedar_policy::{Context, Entities};
 
 use crate::bundle::Bundle;
 use crate::diagnostic::full_message;
+use crate::entity_cache::CheckedEntities;
 use crate::index::{Parties, Party};
 use crate::request::{
     NodeBudget, Request, RequestError, cedar_entity, cedar_fields, cedar_uid, check_json_context,
@@ -156,11 +158,11 @@ impl Bundle {
         // Request entities that would change the store's hierarchy, or the
         // action hierarchy the index files policies under, are joined the
         // plain way, and such requests see every policy.
-        let Some(completed) = self.graph.own_entities(own.as_ref()) else {
+        let Some(completed) = own.sliceable.as_ref() else {
             let joined = self
                 .entities
                 .clone()
-                .add_entities(own, None) // checked against the schema already
+                .add_entities(own.entities.clone(), None) // checked against the schema already
                 .map_err(|err| RequestError::invalid("entities", err))?;
             let parties = parties(principal, action, resource, |uid| {
                 in_store(joined.as_ref(), uid)
@@ -173,7 +175,7 @@ impl Bundle {
             });
         };
         let parties = parties(principal, action, resource, |uid| {
-            self.graph.entity(&completed, uid)
+            self.graph.entity(completed, uid)
         });
         let applicable = self.index.applicable(&parties);
         let core_request: &ast::Request = cedar_request.as_ref();
@@ -183,7 +185,7 @@ impl Bundle {
             .chain(self.index.written_uids(&applicable));
         let slice = self
             .graph
-            .slice(&completed, roots, context.as_ref())
+            .slice(completed, roots, context.as_ref())
             .map_err(|err| RequestError::invalid("entities", err))?;
         Ok(Prepared {
             applicable,
@@ -201,40 +203,78 @@ impl Bundle {
     }
 
     /// The request's own entities, checked against the schema and with
-    /// their hierarchy among themselves computed; `None` when it has none.
+    /// their hierarchy computed; `None` when it has none. Kept per bundle,
+    /// so a principal built from the same claims is checked once.
     fn own_entities(
         &self,
         request: &Request,
         budget: &mut NodeBudget,
-    ) -> Result<Option<Entities>, RequestError> {
+    ) -> Result<Option<Arc<CheckedEntities>>, RequestError> {
         if request.entities.is_empty() {
             return Ok(None);
         }
+        if let Some(checked) = self.entity_cache.get(&request.entities)
+            && budget.try_spend(checked.nodes)
+        {
+            return Ok(Some(checked));
+        }
+        let budget_before = budget.remaining();
+        let entities = self.check_own_entities(request, budget)?;
+        let checked = Arc::new(CheckedEntities {
+            sliceable: self.graph.own_entities(entities.as_ref()),
+            entities,
+            nodes: budget_before - budget.remaining(),
+        });
+        self.entity_cache
+            .insert(&request.entities, Arc::clone(&checked));
+        Ok(Some(checked))
+    }
+
+    /// Builds Cedar's entities from the request's and checks them against
+    /// the schema with Cedar's own checker.
+    fn check_own_entities(
+        &self,
+        request: &Request,
+        budget: &mut NodeBudget,
+    ) -> Result<Entities, RequestError> {
         let own = request
             .entities
             .iter()
             .enumerate()
             .map(|(position, entity)| cedar_entity(entity, position, &self.limits, budget))
             .collect::<Result<Vec<_>, _>>()?;
-        let own = own.iter().map(|entity| Arc::new(entity.as_ref().clone()));
+        // The hierarchy among the request's own entities needs computing
+        // only when one names another as a parent; parents in the store
+        // are completed later, from the store's ancestor sets.
+        let own_uids: HashSet<&EntityUID> = own.iter().map(ast::Entity::uid).collect();
+        let tc = if own
+            .iter()
+            .any(|entity| entity.parents().any(|parent| own_uids.contains(parent)))
+        {
+            TCComputation::ComputeNow
+        } else {
+            TCComputation::AssumeAlreadyComputed
+        };
+        drop(own_uids);
+        let own = own.into_iter().map(Arc::new);
         let checked = match &self.schema {
             // Cedar's checker, reading the descriptions cached at load.
             Some(schema) => CoreEntities::new().add_entities(
                 own,
                 Some(&self.conformance.schema(schema.as_ref())),
-                TCComputation::ComputeNow,
+                tc,
                 Extensions::all_available(),
             ),
             None => CoreEntities::new().add_entities(
                 own,
                 None::<&NoEntitiesSchema>,
-                TCComputation::ComputeNow,
+                tc,
                 Extensions::all_available(),
             ),
         };
         // Cedar names the entity and attribute at fault in the causes.
         checked
-            .map(|entities| Some(Entities::from(entities)))
+            .map(Entities::from)
             .map_err(|err| RequestError::invalid("entities", full_message(&err)))
     }
 }

@@ -425,6 +425,8 @@ pub struct Bundle {
     pub(crate) graph: crate::slice::EntityGraph,
     /// The schema's entity type descriptions, for checking request entities.
     pub(crate) conformance: crate::conformance::ConformanceCache,
+    /// Request entities already checked, by their exact input.
+    pub(crate) entity_cache: crate::entity_cache::EntityCache,
     pub(crate) limits: RequestLimits,
     policy_ids: Vec<String>,
     /// Policy or template id → the bundle file it was written in.
@@ -492,6 +494,7 @@ impl Bundle {
             entities,
             graph,
             conformance,
+            entity_cache: crate::entity_cache::EntityCache::default(),
             index,
             limits,
             policy_ids,

@@ -15,6 +15,7 @@ mod bundle;
 mod cedar_internals;
 mod conformance;
 mod diagnostic;
+mod entity_cache;
 mod index;
 mod nesting;
 mod request;

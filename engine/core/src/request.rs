@@ -5,7 +5,7 @@ use std::collections::{HashMap, HashSet};
 use std::str::FromStr;
 use std::sync::{LazyLock, RwLock};
 
-use crate::cedar_internals::ast;
+use crate::cedar_internals::{Extensions, SmolStr, ast};
 use cedar_policy::{EntityId, EntityTypeName, RestrictedExpression};
 use ref_cast::RefCast;
 
@@ -43,7 +43,7 @@ impl Default for ContextInput {
 }
 
 /// An entity supplied with one request.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct EntityInput {
     /// Its uid.
     pub uid: EntityUid,
@@ -164,6 +164,22 @@ impl NodeBudget {
     pub(crate) fn new(limits: &RequestLimits) -> Self {
         Self {
             remaining: limits.max_nodes,
+        }
+    }
+
+    /// Nodes not yet spent.
+    pub(crate) fn remaining(&self) -> u32 {
+        self.remaining
+    }
+
+    /// Spends `nodes` if that many remain.
+    pub(crate) fn try_spend(&mut self, nodes: u32) -> bool {
+        match self.remaining.checked_sub(nodes) {
+            Some(left) => {
+                self.remaining = left;
+                true
+            }
+            None => false,
         }
     }
 }
@@ -372,21 +388,35 @@ pub(crate) fn cedar_entity(
     position: usize,
     limits: &RequestLimits,
     budget: &mut NodeBudget,
-) -> Result<cedar_policy::Entity, RequestError> {
+) -> Result<ast::Entity, RequestError> {
     let field = format!("entities[{position}]");
     let uid = cedar_uid(&entity.uid, &field)?;
-    let attrs: HashMap<String, RestrictedExpression> =
-        cedar_fields(&entity.attrs, &field, limits, budget)?
-            .into_iter()
-            .collect();
+    // Cedar's own representation, built directly: the public `Entity`
+    // would be copied into it once more.
+    let fields = |attributes: &Attributes, field: &str, budget: &mut NodeBudget| {
+        cedar_fields(attributes, field, limits, budget).map(|fields| {
+            fields
+                .into_iter()
+                .map(|(name, value)| (SmolStr::from(name), value.as_ref().clone()))
+                .collect::<HashMap<_, _>>()
+        })
+    };
+    let attrs = fields(&entity.attrs, &field, budget)?;
+    let tags = fields(&entity.tags, &format!("{field}.tags"), budget)?;
     let parents = entity
         .parents
         .iter()
-        .map(|parent| cedar_uid(parent, &field))
+        .map(|parent| cedar_uid(parent, &field).map(ast::EntityUID::from))
         .collect::<Result<HashSet<_>, _>>()?;
-    let tags = cedar_fields(&entity.tags, &format!("{field}.tags"), limits, budget)?;
-    cedar_policy::Entity::new_with_tags(uid, attrs, parents, tags)
-        .map_err(|err| RequestError::invalid(format!("{field} `{}`", entity.uid), err))
+    ast::Entity::new(
+        uid.into(),
+        attrs,
+        HashSet::new(),
+        parents,
+        tags,
+        Extensions::all_available(),
+    )
+    .map_err(|err| RequestError::invalid(format!("{field} `{}`", entity.uid), err))
 }
 
 /// Rejects oversized or too deeply nested JSON before Cedar parses it. The

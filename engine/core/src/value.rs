@@ -85,7 +85,7 @@ impl ExtensionKind {
 }
 
 /// One node of a flat value tree; see the module docs.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum ValueNode {
     /// A boolean.
     Bool(bool),
@@ -107,7 +107,7 @@ pub enum ValueNode {
 }
 
 /// A flat record of named values: a context or an entity's attributes.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
 pub struct Attributes {
     /// Every node, children before parents.
     pub nodes: Vec<ValueNode>,

@@ -57,12 +57,16 @@ impl Engines {
     /// Parses and validates one bundle, once, and loads it into the
     /// chosen backend.
     pub fn load(&self, source: &BundleSource) -> Result<LoadedBundle, RuntimeError> {
-        let bundle = Arc::new(Bundle::load(source, self.config.request_limits)?);
-        let backend: Box<dyn Backend> = match &self.runtime {
-            Some(runtime) => Box::new(runtime.load_bundle(&bundle)?),
-            None => Box::new(NativeBackend::new(Arc::clone(&bundle))),
+        let Some(runtime) = &self.runtime else {
+            let bundle = Arc::new(Bundle::load(source, self.config.request_limits)?);
+            let backend = Box::new(NativeBackend::new(Arc::clone(&bundle)));
+            return Ok(LoadedBundle { bundle, backend });
         };
-        Ok(LoadedBundle { bundle, backend })
+        let (bundle, backend) = runtime.load_with_native(source)?;
+        Ok(LoadedBundle {
+            bundle: Arc::new(bundle),
+            backend: Box::new(backend),
+        })
     }
 }
 

@@ -233,13 +233,16 @@ fn load(
     mapping: &MappingConfig,
     runtime: Option<&ComponentRuntime>,
 ) -> Result<LoadedBundle, GatewayError> {
-    let limits = runtime.map_or_else(RequestLimits::default, |runtime| {
-        runtime.config().request_limits
-    });
-    let bundle = Arc::new(Bundle::load(source, limits)?);
-    let backend: Box<dyn Backend> = match runtime {
-        Some(runtime) => Box::new(runtime.load_bundle(&bundle)?),
-        None => Box::new(NativeBackend::new(Arc::clone(&bundle))),
+    let (bundle, backend): (Arc<Bundle>, Box<dyn Backend>) = match runtime {
+        // The guest parses while the host validates.
+        Some(runtime) => {
+            let (bundle, backend) = runtime.load_with_native(source)?;
+            (Arc::new(bundle), Box::new(backend))
+        }
+        None => {
+            let bundle = Arc::new(Bundle::load(source, RequestLimits::default())?);
+            (Arc::clone(&bundle), Box::new(NativeBackend::new(bundle)))
+        }
     };
     let mapping = Mapping::new(mapping.clone(), bundle)?;
     Ok(LoadedBundle { mapping, backend })
