@@ -62,6 +62,8 @@ struct Root {
     /// Random per VM, so that decision ids differ across Envoy's worker
     /// threads (one VM each) and across restarts.
     vm_nonce: u64,
+    #[cfg(feature = "bench-stages")]
+    stage: Option<crate::bench::Stage>,
 }
 
 impl Context for Root {}
@@ -81,6 +83,17 @@ impl RootContext for Root {
                     LogLevel::Error,
                     "cedar-edge: no plugin configuration; refusing to start",
                 );
+                return false;
+            }
+        };
+        #[cfg(feature = "bench-stages")]
+        let bytes = match crate::bench::take_stage(&bytes) {
+            Ok((stage, rest)) => {
+                self.stage = Some(stage);
+                rest
+            }
+            Err(err) => {
+                log(LogLevel::Error, &format!("cedar-edge: {err}"));
                 return false;
             }
         };
@@ -123,6 +136,8 @@ impl RootContext for Root {
             mapping: self.mapping.clone(),
             counters: self.counters,
             decision_id: crate::decision::decision_id(self.vm_nonce, sequence),
+            #[cfg(feature = "bench-stages")]
+            stage: self.stage.unwrap_or(crate::bench::Stage::Full),
         }))
     }
 
@@ -135,6 +150,34 @@ struct Request {
     mapping: Option<Rc<Mapping>>,
     counters: Counters,
     decision_id: String,
+    #[cfg(feature = "bench-stages")]
+    stage: crate::bench::Stage,
+}
+
+impl Request {
+    /// Whether the decision is recorded; only a bench build's earlier
+    /// stages skip it.
+    fn records(&self) -> bool {
+        #[cfg(feature = "bench-stages")]
+        return self.stage == crate::bench::Stage::Full;
+        #[cfg(not(feature = "bench-stages"))]
+        true
+    }
+
+    /// The bench build's stages before the decision: each does its part
+    /// and forwards the request unchecked.
+    #[cfg(feature = "bench-stages")]
+    fn stop_before_decision(&self, mapping: &Mapping) -> Option<Action> {
+        use crate::bench::Stage;
+        match self.stage {
+            Stage::Continue => {}
+            Stage::Headers => drop(hostcalls::get_map_bytes(MapType::HttpRequestHeaders)),
+            Stage::Claims => drop(read_request(mapping)),
+            Stage::Mapping => drop(mapping.map(&read_request(mapping))),
+            Stage::Decision | Stage::Full => return None,
+        }
+        Some(Action::Continue)
+    }
 }
 
 impl Context for Request {}
@@ -150,6 +193,10 @@ impl HttpContext for Request {
             );
             return Action::Pause;
         };
+        #[cfg(feature = "bench-stages")]
+        if let Some(action) = self.stop_before_decision(&mapping) {
+            return action;
+        }
         let http = read_request(&mapping);
         // The filter's own id: a client's `x-request-id` is the client's
         // word, and the upstream must not take it for this decision's.
@@ -157,10 +204,12 @@ impl HttpContext for Request {
         let decision = mapping.decide(&http);
         let config = mapping.config();
         let shadow = config.shadow_mode;
-        log(
-            LogLevel::Info,
-            &log_line(&decision, &decision_id, mapping.bundle().id(), shadow),
-        );
+        if self.records() {
+            log(
+                LogLevel::Info,
+                &log_line(&decision, &decision_id, mapping.bundle().id(), shadow),
+            );
+        }
         if decision.refusal.is_some() {
             Counters::bump(self.counters.errors);
         }
