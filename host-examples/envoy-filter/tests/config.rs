@@ -84,3 +84,32 @@ fn policies_nested_too_deep_are_refused_with_their_place() {
     }
     assert!(text.contains("nested more than"), "{text}");
 }
+
+#[test]
+fn only_the_properties_the_mapping_reads_are_fetched() {
+    use cedar_edge_envoy_filter::config::Reads;
+    let (_, mapping) = airflow();
+    let config = serde_json::from_value(mapping).unwrap();
+    // The airflow mapping's context: `source_address` and `token_age`.
+    assert_eq!(
+        Reads::of(&config),
+        Reads {
+            source_address: true,
+            peer_identity: false,
+            clock: true,
+        }
+    );
+    let bare = serde_json::from_value(json!({
+        "identity": {"principal_type": "A::User"},
+        "routes": {"action_type": "A::Action", "routes": []},
+        "context": [{"name": "peer", "from": "peer_identity"}]
+    }))
+    .unwrap();
+    assert_eq!(
+        Reads::of(&bare),
+        Reads {
+            peer_identity: true,
+            ..Reads::default()
+        }
+    );
+}

@@ -228,6 +228,16 @@ static_resources:
                 # Envoy makes its own x-request-id; cedar-edge's decision id
                 # (x-cedar-decision-id) is the filter's own either way.
                 preserve_external_request_id: false
+                # One line per request; cedar-edge's decision record (JSON)
+                # ends it, `-` when the filter did not decide.
+                access_log:
+                  - name: envoy.access_loggers.file
+                    typed_config:
+                      "@type": type.googleapis.com/envoy.extensions.access_loggers.file.v3.FileAccessLog
+                      path: /dev/stdout
+                      log_format:
+                        text_format_source:
+                          inline_string: "[%START_TIME%] %RESPONSE_CODE% %DURATION%ms %FILTER_STATE(wasm.cedar_edge.decision:PLAIN)%\n"
 {normalization}                route_config:
                   virtual_hosts:
                     - name: all

@@ -5,11 +5,16 @@
 //!
 //!     cargo run --release -p cedar-edge-envoy-e2e --bin envoy-bench [SECONDS] [ROUNDS]
 //!
+//! (4 s and 5 rounds unless given.)
+//!
 //! Rows: no filter; the bench build of the module (feature
 //! `bench-stages`, which this program builds) stopped after each stage;
 //! the shipped module; Envoy's own RBAC filter with an equivalent rule.
 //! `ENVOY_BENCH_MODULES=name=path,…` adds rows for other builds of the
-//! module, such as another opt-level or an older commit's.
+//! module, such as another opt-level or an older commit's, and
+//! `ENVOY_BENCH_STAGED_MODULE=path` takes a prebuilt bench module.
+//! Every row has the same access log, which writes the decision record
+//! when there is one.
 #![allow(
     clippy::expect_used,
     clippy::unwrap_used,
@@ -79,9 +84,11 @@ struct Row {
 
 fn main() {
     let mut args = std::env::args().skip(1);
-    let seconds: u32 = args.next().and_then(|arg| arg.parse().ok()).unwrap_or(5);
-    let rounds: usize = args.next().and_then(|arg| arg.parse().ok()).unwrap_or(3);
-    let staged_module = build_staged_module();
+    let seconds: u32 = args.next().and_then(|arg| arg.parse().ok()).unwrap_or(4);
+    let rounds: usize = args.next().and_then(|arg| arg.parse().ok()).unwrap_or(5);
+    // A prebuilt bench module (an older commit's) instead of this tree's.
+    let staged_module = std::env::var_os("ENVOY_BENCH_STAGED_MODULE")
+        .map_or_else(build_staged_module, PathBuf::from);
     let issuer = Issuer::generate("bench-key");
     let upstream = upstream::Upstream::start();
     let provider = JwtProvider {
@@ -177,17 +184,17 @@ fn main() {
     }
     println!(
         "GET {PATH} as bob (allowed), every Envoy `--concurrency 1`; wrk -t1 -d{seconds}s, \
-         {rounds} alternating rounds per row; averages of the rounds\n"
+         {rounds} alternating rounds per row; medians of the rounds\n"
     );
     println!("One connection:\n");
     println!(
         "| Envoy | requests/s | p50 | p99 | p50 added | p99 added | p50 step |\n\
          | --- | --- | --- | --- | --- | --- | --- |"
     );
-    let base = averages(&rows[0].one);
+    let base = medians(&rows[0].one);
     let mut previous = base;
     for row in &rows {
-        let figures = averages(&row.one);
+        let figures = medians(&row.one);
         println!(
             "| {} | {:.0} | {:.0} µs | {:.0} µs | {:+.0} µs | {:+.0} µs | {:+.0} µs |",
             row.name,
@@ -204,9 +211,9 @@ fn main() {
     println!(
         "| Envoy | requests/s | throughput lost | p50 | p99 |\n| --- | --- | --- | --- | --- |"
     );
-    let base = averages(&rows[0].eight);
+    let base = medians(&rows[0].eight);
     for row in &rows {
-        let figures = averages(&row.eight);
+        let figures = medians(&row.eight);
         println!(
             "| {} | {:.0} | {:.1} % | {:.0} µs | {:.0} µs |",
             row.name,
@@ -233,13 +240,22 @@ fn main() {
     );
 }
 
-fn averages(samples: &[Sample]) -> Sample {
-    let count = samples.len().max(1) as f64;
-    let mean = |pick: fn(&Sample) -> f64| samples.iter().map(pick).sum::<f64>() / count;
+/// Each figure's median over the rounds: a round that another process on
+/// the two cores slowed down moves it less than it would a mean.
+fn medians(samples: &[Sample]) -> Sample {
+    let median = |pick: fn(&Sample) -> f64| {
+        let mut values: Vec<f64> = samples.iter().map(pick).collect();
+        values.sort_by(f64::total_cmp);
+        match values.len() {
+            0 => 0.0,
+            count if count % 2 == 1 => values[count / 2],
+            count => (values[count / 2 - 1] + values[count / 2]) / 2.0,
+        }
+    };
     Sample {
-        requests_per_second: mean(|sample| sample.requests_per_second),
-        p50_us: mean(|sample| sample.p50_us),
-        p99_us: mean(|sample| sample.p99_us),
+        requests_per_second: median(|sample| sample.requests_per_second),
+        p50_us: median(|sample| sample.p50_us),
+        p99_us: median(|sample| sample.p99_us),
     }
 }
 
