@@ -35,7 +35,7 @@ fn shipped_configs_are_current_and_pass_envoy_validate() {
     let demo_jwks =
         std::fs::read_to_string(repo().join("host-examples/envoy-filter/examples/demo-jwks.json"))
             .unwrap();
-    let module = "target/wasm/wasm32-wasip1/guest/cedar_edge_envoy_filter.wasm";
+    let module = "target/wasm/wasm32-wasip1/envoy-filter/cedar_edge_envoy_filter.wasm";
     let ports = Ports {
         listener: 10000,
         admin: 9901,
