@@ -59,6 +59,18 @@ fn a_broken_bundle_and_a_broken_mapping_are_reported_together() {
 }
 
 #[test]
+fn the_shipped_configuration_refuses_the_bench_stage_key() {
+    // Only the bench build (feature `bench-stages`) takes `bench_stage`
+    // out before loading; anywhere else the key is unknown, so no
+    // configuration can make the shipped module skip its decision.
+    let (source, mapping) = airflow();
+    let mut config = plugin_config(&source, &mapping);
+    config["bench_stage"] = json!("continue");
+    let text = load(config.to_string().as_bytes()).unwrap_err().to_string();
+    assert!(text.contains("bench_stage"), "{text}");
+}
+
+#[test]
 fn a_configuration_without_a_bundle_is_refused() {
     let (_, mapping) = airflow();
     let text = load(mapping.to_string().as_bytes())
