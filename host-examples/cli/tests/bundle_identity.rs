@@ -99,10 +99,11 @@ fn through_envoy(scratch: &Path) -> String {
         &[("authorization", &bearer)],
     );
     assert_eq!(reply.status, 200, "{}", reply.body);
-    // The decision line is flushed within milliseconds.
+    // The access log, where the decision record goes, is flushed within
+    // milliseconds.
     for _ in 0..100 {
         if let Some(id) = envoy
-            .log()
+            .access_log()
             .lines()
             .filter(|line| line.contains("\"decision_id\""))
             .find_map(bundle_id_in)
@@ -111,7 +112,10 @@ fn through_envoy(scratch: &Path) -> String {
         }
         std::thread::sleep(Duration::from_millis(50));
     }
-    panic!("no decision line in Envoy's log:\n{}", envoy.log());
+    panic!(
+        "no decision record in Envoy's access log:\n{}",
+        envoy.access_log()
+    );
 }
 
 /// The gateway's `/healthz` and the audit record of one decision.

@@ -8,7 +8,7 @@ fn main() {
         package: "cedar-edge-envoy-filter",
         file_name: "cedar_edge_envoy_filter.wasm",
         target: "wasm32-wasip1",
-        profile: "guest",
+        profile: "envoy-filter",
         env_var: "CEDAR_EDGE_ENVOY_FILTER",
         inputs: &[
             "host-examples/envoy-filter/src",

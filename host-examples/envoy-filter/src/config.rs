@@ -8,6 +8,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use cedar_edge_core::{Bundle, BundleFile, BundleSource, LoadError, RequestLimits};
+use cedar_edge_mapping::config::ContextSource;
 use cedar_edge_mapping::{Mapping, MappingConfig, MappingError};
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -113,6 +114,38 @@ pub enum ConfigError {
     #[error(transparent)]
     #[diagnostic(transparent)]
     Mapping(#[from] MappingError),
+}
+
+/// Which of Envoy's properties the mapping reads, found once at configure
+/// time so that each request fetches only those.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Reads {
+    /// `source.address`, for a `source_address` context attribute.
+    pub source_address: bool,
+    /// `connection.uri_san_peer_certificate`, for `peer_identity`.
+    pub peer_identity: bool,
+    /// The clock, for `request_time` and `token_age`.
+    pub clock: bool,
+}
+
+impl Reads {
+    /// What `config`'s context attributes read.
+    pub fn of(config: &MappingConfig) -> Self {
+        let mut reads = Self::default();
+        for attribute in &config.context {
+            match attribute.from {
+                ContextSource::SourceAddress => reads.source_address = true,
+                ContextSource::PeerIdentity => reads.peer_identity = true,
+                ContextSource::RequestTime | ContextSource::TokenAge => reads.clock = true,
+                ContextSource::Method
+                | ContextSource::Path
+                | ContextSource::Header(_)
+                | ContextSource::Claim(_)
+                | ContextSource::ClaimContains { .. } => {}
+            }
+        }
+        reads
+    }
 }
 
 /// Parses a plugin configuration, loads and validates its bundle once, and

@@ -1,6 +1,7 @@
 //! What the filter writes and names: the 400, 401 and 403 bodies, the one
-//! decision log line per request (the shared decision record, plus
-//! `shadow` and the canonical `path` decided), and decision ids. Tokens,
+//! decision record per request, which Envoy's access log writes (the
+//! shared decision record, plus `shadow` and the canonical `path`
+//! decided), and decision ids. Tokens,
 //! claims and query strings never appear; only uids, policy ids and
 //! reasons do.
 
@@ -28,10 +29,14 @@ pub fn refusal_body(decision: &MappedDecision, decision_id: &str, with_reasons: 
     body.to_string()
 }
 
-/// The decision log line: one JSON object per request. `path` is the
+/// The filter state key the decision record goes to; Envoy adds `wasm.`,
+/// so access logs read it as `%FILTER_STATE(wasm.cedar_edge.decision:PLAIN)%`.
+pub const DECISION_PROPERTY: &str = "cedar_edge.decision";
+
+/// The decision record: one JSON object per request. `path` is the
 /// canonical path that was decided, and so the one forwarded; the query
 /// is left out, since it can carry tokens.
-pub fn log_line(
+pub fn decision_record(
     decision: &MappedDecision,
     decision_id: &str,
     bundle_id: &str,

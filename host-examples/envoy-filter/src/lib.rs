@@ -7,6 +7,8 @@
 //! shared `cedar-edge-mapping` crate. Everything but the host calls is plain
 //! Rust, tested natively.
 
+#[cfg(feature = "bench-stages")]
+pub mod bench;
 pub mod config;
 pub mod decision;
 pub mod protobuf;

@@ -17,7 +17,8 @@ use cedar_edge_mapping::{
     Claims, HttpRequest, MappedDecision, Mapping, Verdict, claims_from_header,
 };
 
-use crate::decision::{log_line, refusal_body};
+use crate::config::Reads;
+use crate::decision::{DECISION_PROPERTY, decision_record, refusal_body};
 use crate::protobuf::filter_metadata;
 
 proxy_wasm::main! {{
@@ -57,11 +58,14 @@ impl Counters {
 #[derive(Default)]
 struct Root {
     mapping: Option<Rc<Mapping>>,
+    reads: Reads,
     counters: Counters,
     next_id: Cell<u64>,
     /// Random per VM, so that decision ids differ across Envoy's worker
     /// threads (one VM each) and across restarts.
     vm_nonce: u64,
+    #[cfg(feature = "bench-stages")]
+    stage: Option<crate::bench::Stage>,
 }
 
 impl Context for Root {}
@@ -81,6 +85,17 @@ impl RootContext for Root {
                     LogLevel::Error,
                     "cedar-edge: no plugin configuration; refusing to start",
                 );
+                return false;
+            }
+        };
+        #[cfg(feature = "bench-stages")]
+        let bytes = match crate::bench::take_stage(&bytes) {
+            Ok((stage, rest)) => {
+                self.stage = Some(stage);
+                rest
+            }
+            Err(err) => {
+                log(LogLevel::Error, &format!("cedar-edge: {err}"));
                 return false;
             }
         };
@@ -106,6 +121,7 @@ impl RootContext for Root {
                         }
                     ),
                 );
+                self.reads = Reads::of(mapping.config());
                 self.mapping = Some(Rc::new(mapping));
                 true
             }
@@ -121,8 +137,11 @@ impl RootContext for Root {
         self.next_id.set(sequence);
         Some(Box::new(Request {
             mapping: self.mapping.clone(),
+            reads: self.reads,
             counters: self.counters,
             decision_id: crate::decision::decision_id(self.vm_nonce, sequence),
+            #[cfg(feature = "bench-stages")]
+            stage: self.stage.unwrap_or(crate::bench::Stage::Full),
         }))
     }
 
@@ -133,8 +152,37 @@ impl RootContext for Root {
 
 struct Request {
     mapping: Option<Rc<Mapping>>,
+    reads: Reads,
     counters: Counters,
     decision_id: String,
+    #[cfg(feature = "bench-stages")]
+    stage: crate::bench::Stage,
+}
+
+impl Request {
+    /// Whether the decision is recorded; only a bench build's earlier
+    /// stages skip it.
+    fn records(&self) -> bool {
+        #[cfg(feature = "bench-stages")]
+        return self.stage == crate::bench::Stage::Full;
+        #[cfg(not(feature = "bench-stages"))]
+        true
+    }
+
+    /// The bench build's stages before the decision: each does its part
+    /// and forwards the request unchecked.
+    #[cfg(feature = "bench-stages")]
+    fn stop_before_decision(&self, mapping: &Mapping) -> Option<Action> {
+        use crate::bench::Stage;
+        match self.stage {
+            Stage::Continue => {}
+            Stage::Headers => drop(hostcalls::get_map_bytes(MapType::HttpRequestHeaders)),
+            Stage::Claims => drop(read_request(mapping, self.reads)),
+            Stage::Mapping => drop(mapping.map(&read_request(mapping, self.reads))),
+            Stage::Decision | Stage::Full => return None,
+        }
+        Some(Action::Continue)
+    }
 }
 
 impl Context for Request {}
@@ -150,17 +198,25 @@ impl HttpContext for Request {
             );
             return Action::Pause;
         };
-        let http = read_request(&mapping);
+        #[cfg(feature = "bench-stages")]
+        if let Some(action) = self.stop_before_decision(&mapping) {
+            return action;
+        }
+        let http = read_request(&mapping, self.reads);
         // The filter's own id: a client's `x-request-id` is the client's
         // word, and the upstream must not take it for this decision's.
         let decision_id = self.decision_id.clone();
         let decision = mapping.decide(&http);
         let config = mapping.config();
         let shadow = config.shadow_mode;
-        log(
-            LogLevel::Info,
-            &log_line(&decision, &decision_id, mapping.bundle().id(), shadow),
-        );
+        if self.records() {
+            record(&decision_record(
+                &decision,
+                &decision_id,
+                mapping.bundle().id(),
+                shadow,
+            ));
+        }
         if decision.refusal.is_some() {
             Counters::bump(self.counters.errors);
         }
@@ -229,7 +285,7 @@ impl HttpContext for Request {
     }
 }
 
-fn read_request(mapping: &Mapping) -> HttpRequest {
+fn read_request(mapping: &Mapping, reads: Reads) -> HttpRequest {
     let headers: Vec<(String, Vec<u8>)> =
         hostcalls::get_map_bytes(MapType::HttpRequestHeaders).unwrap_or_default();
     let claims = match &mapping.config().identity.source {
@@ -240,8 +296,8 @@ fn read_request(mapping: &Mapping) -> HttpRequest {
             // serialization, which is not protobuf.
             match hostcalls::get_property(vec!["metadata"]) {
                 Ok(Some(bytes)) => match filter_metadata(&bytes, namespace) {
-                    Ok(Some(found)) => match found.get(key.as_str()) {
-                        Some(serde_json::Value::Object(claims)) => Claims::Present(claims.clone()),
+                    Ok(Some(mut found)) => match found.remove(key.as_str()) {
+                        Some(serde_json::Value::Object(claims)) => Claims::Present(claims),
                         Some(_) => Claims::Invalid(format!("`{key}` is not an object")),
                         None => Claims::Absent,
                     },
@@ -256,18 +312,27 @@ fn read_request(mapping: &Mapping) -> HttpRequest {
             .find(|(key, _)| key.eq_ignore_ascii_case(name))
             .map_or(Claims::Absent, |(_, value)| claims_from_header(value)),
     };
-    let property = |path: Vec<&str>| {
-        hostcalls::get_property(path)
-            .ok()
+    // Each property is a call into Envoy and back; only the ones the
+    // mapping reads are fetched.
+    let property = |wanted: bool, path: Vec<&str>| {
+        wanted
+            .then(|| hostcalls::get_property(path).ok().flatten())
             .flatten()
             .and_then(|bytes| String::from_utf8(bytes).ok())
     };
-    let now_seconds = i64::try_from(now_nanos() / 1_000_000_000).unwrap_or(i64::MAX);
+    let now_seconds = if reads.clock {
+        i64::try_from(now_nanos() / 1_000_000_000).unwrap_or(i64::MAX)
+    } else {
+        0
+    };
     HttpRequest {
         method: header_text(&headers, ":method").unwrap_or_default(),
         path: header_text(&headers, ":path").unwrap_or_default(),
-        source_address: property(vec!["source", "address"]),
-        peer_identity: property(vec!["connection", "uri_san_peer_certificate"]),
+        source_address: property(reads.source_address, vec!["source", "address"]),
+        peer_identity: property(
+            reads.peer_identity,
+            vec!["connection", "uri_san_peer_certificate"],
+        ),
         now_seconds,
         claims,
         headers,
@@ -316,6 +381,13 @@ fn respond_with(status: u32, body: &str, extra: &[(&str, &str)]) {
     let mut headers = vec![("content-type", "application/json")];
     headers.extend_from_slice(extra);
     let _ = hostcalls::send_http_response(status, headers, Some(body.as_bytes()));
+}
+
+/// Puts the decision record in the stream's filter state, where Envoy's
+/// access log reads it (`%FILTER_STATE(wasm.cedar_edge.decision:PLAIN)%`):
+/// Envoy formats and writes it after the response, off the request's path.
+fn record(line: &str) {
+    let _ = hostcalls::set_property(vec![DECISION_PROPERTY], Some(line.as_bytes()));
 }
 
 fn log(level: LogLevel, message: &str) {

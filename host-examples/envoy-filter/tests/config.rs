@@ -59,6 +59,18 @@ fn a_broken_bundle_and_a_broken_mapping_are_reported_together() {
 }
 
 #[test]
+fn the_shipped_configuration_refuses_the_bench_stage_key() {
+    // Only the bench build (feature `bench-stages`) takes `bench_stage`
+    // out before loading; anywhere else the key is unknown, so no
+    // configuration can make the shipped module skip its decision.
+    let (source, mapping) = airflow();
+    let mut config = plugin_config(&source, &mapping);
+    config["bench_stage"] = json!("continue");
+    let text = load(config.to_string().as_bytes()).unwrap_err().to_string();
+    assert!(text.contains("bench_stage"), "{text}");
+}
+
+#[test]
 fn a_configuration_without_a_bundle_is_refused() {
     let (_, mapping) = airflow();
     let text = load(mapping.to_string().as_bytes())
@@ -83,4 +95,33 @@ fn policies_nested_too_deep_are_refused_with_their_place() {
         assert!(text.contains(file), "{text}");
     }
     assert!(text.contains("nested more than"), "{text}");
+}
+
+#[test]
+fn only_the_properties_the_mapping_reads_are_fetched() {
+    use cedar_edge_envoy_filter::config::Reads;
+    let (_, mapping) = airflow();
+    let config = serde_json::from_value(mapping).unwrap();
+    // The airflow mapping's context: `source_address` and `token_age`.
+    assert_eq!(
+        Reads::of(&config),
+        Reads {
+            source_address: true,
+            peer_identity: false,
+            clock: true,
+        }
+    );
+    let bare = serde_json::from_value(json!({
+        "identity": {"principal_type": "A::User"},
+        "routes": {"action_type": "A::Action", "routes": []},
+        "context": [{"name": "peer", "from": "peer_identity"}]
+    }))
+    .unwrap();
+    assert_eq!(
+        Reads::of(&bare),
+        Reads {
+            peer_identity: true,
+            ..Reads::default()
+        }
+    );
 }

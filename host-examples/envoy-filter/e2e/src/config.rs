@@ -92,6 +92,48 @@ pub fn envoy_yaml_with(
     plugin: Option<(&str, &Value)>,
     upstreams: &[Upstream],
 ) -> String {
+    let authorization = plugin.map_or_else(String::new, |(module, config)| {
+        wasm_filter_yaml(module, config)
+    });
+    envoy_yaml_around(listener, ports, jwt, &authorization, upstreams)
+}
+
+/// The cedar-edge filter's entry in `http_filters`: `module` with the
+/// plugin configuration `config`.
+pub fn wasm_filter_yaml(module: &str, config: &Value) -> String {
+    let pretty = serde_json::to_string_pretty(config).expect("JSON");
+    format!(
+        r#"- name: envoy.filters.http.wasm
+  typed_config:
+    "@type": type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm
+    config:
+      name: cedar_edge
+      root_id: cedar_edge
+      fail_open: false
+      vm_config:
+        vm_id: cedar_edge
+        runtime: envoy.wasm.runtime.v8
+        code:
+          local:
+            filename: {module}
+      configuration:
+        "@type": type.googleapis.com/google.protobuf.StringValue
+        value: |
+{json}"#,
+        module = yaml_string(module),
+        json = indent(&pretty, 10),
+    )
+}
+
+/// An Envoy configuration with `authorization` (entries of
+/// `http_filters`, or nothing) between `jwt_authn` and the router.
+pub fn envoy_yaml_around(
+    listener: &Listener,
+    ports: &Ports,
+    jwt: Option<&JwtProvider>,
+    authorization: &str,
+    upstreams: &[Upstream],
+) -> String {
     let mut filters = String::new();
     if let Some(provider) = jwt {
         filters.push_str(&format!(
@@ -124,30 +166,7 @@ pub fn envoy_yaml_with(
             forward = listener.forward_token,
         ));
     }
-    if let Some((module, config)) = plugin {
-        let pretty = serde_json::to_string_pretty(config).expect("JSON");
-        filters.push_str(&format!(
-            r#"- name: envoy.filters.http.wasm
-  typed_config:
-    "@type": type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm
-    config:
-      name: cedar_edge
-      root_id: cedar_edge
-      fail_open: false
-      vm_config:
-        vm_id: cedar_edge
-        runtime: envoy.wasm.runtime.v8
-        code:
-          local:
-            filename: {module}
-      configuration:
-        "@type": type.googleapis.com/google.protobuf.StringValue
-        value: |
-{json}"#,
-            module = yaml_string(module),
-            json = indent(&pretty, 10),
-        ));
-    }
+    filters.push_str(authorization);
     filters.push_str(
         r#"- name: envoy.filters.http.router
   typed_config:
@@ -209,6 +228,16 @@ static_resources:
                 # Envoy makes its own x-request-id; cedar-edge's decision id
                 # (x-cedar-decision-id) is the filter's own either way.
                 preserve_external_request_id: false
+                # One line per request; cedar-edge's decision record (JSON)
+                # ends it, `-` when the filter did not decide.
+                access_log:
+                  - name: envoy.access_loggers.file
+                    typed_config:
+                      "@type": type.googleapis.com/envoy.extensions.access_loggers.file.v3.FileAccessLog
+                      path: /dev/stdout
+                      log_format:
+                        text_format_source:
+                          inline_string: "[%START_TIME%] %RESPONSE_CODE% %DURATION%ms %FILTER_STATE(wasm.cedar_edge.decision:PLAIN)%\n"
 {normalization}                route_config:
                   virtual_hosts:
                     - name: all

@@ -44,6 +44,8 @@ pub struct Envoy {
     pub admin_port: u16,
     /// Where Envoy writes its log.
     pub log_path: PathBuf,
+    /// Where Envoy's stdout, and so the access log, goes.
+    pub access_log_path: PathBuf,
 }
 
 impl Envoy {
@@ -74,6 +76,9 @@ impl Envoy {
         std::fs::write(&config, yaml).expect("write config");
         let log_path = dir.join("envoy.log");
         let _ = std::fs::remove_file(&log_path);
+        // The rendered configurations write the access log to stdout.
+        let access_log_path = dir.join("access.log");
+        let access_log = std::fs::File::create(&access_log_path).expect("create the access log");
         let child = Command::new(envoy_binary())
             .arg("-c")
             .arg(&config)
@@ -87,7 +92,7 @@ impl Envoy {
             .arg("--base-id")
             .arg(port.to_string())
             .current_dir(crate::repo())
-            .stdout(Stdio::null())
+            .stdout(access_log)
             .stderr(Stdio::null())
             .spawn()
             .expect("envoy starts");
@@ -96,6 +101,7 @@ impl Envoy {
             port,
             admin_port,
             log_path,
+            access_log_path,
         };
         let deadline = Instant::now() + Duration::from_secs(60);
         while Instant::now() < deadline {
@@ -115,6 +121,11 @@ impl Envoy {
     /// Envoy's log so far.
     pub fn log(&self) -> String {
         std::fs::read_to_string(&self.log_path).unwrap_or_default()
+    }
+
+    /// Envoy's access log so far.
+    pub fn access_log(&self) -> String {
+        std::fs::read_to_string(&self.access_log_path).unwrap_or_default()
     }
 
     /// One counter from `/stats`, by a suffix of its name.

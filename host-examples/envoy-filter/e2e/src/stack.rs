@@ -1,6 +1,6 @@
 //! A whole test stack: a real Envoy with `jwt_authn` and the filter in
 //! front of a recording echo upstream, an issuer whose key `jwt_authn`
-//! trusts, and readers for the filter's decision log lines.
+//! trusts, and readers for the filter's decision records in the access log.
 
 use std::path::Path;
 
@@ -144,13 +144,13 @@ impl Stack {
         self.issuer.sign(claims)
     }
 
-    /// Every decision line the filter has logged so far, as JSON.
+    /// Every decision record Envoy's access log has written so far.
     pub fn decisions(&self) -> Vec<Value> {
-        decision_lines(&self.envoy.log())
+        decision_lines(&self.envoy.access_log())
     }
 
-    /// The decision line with this id, waiting briefly for the log to be
-    /// flushed.
+    /// The decision record with this id, waiting briefly for the access
+    /// log to be flushed.
     pub fn decision(&self, decision_id: &str) -> Option<Value> {
         for _ in 0..50 {
             if let Some(found) = self
@@ -173,7 +173,7 @@ impl Stack {
     }
 }
 
-/// The JSON decision lines in an Envoy log.
+/// The decision records in an access log: the JSON that ends each line.
 pub fn decision_lines(log: &str) -> Vec<Value> {
     log.lines()
         .filter_map(|line| line.find('{').and_then(|start| line.get(start..)))

@@ -234,7 +234,7 @@ const MATRIX: &[(&str, Outcome, Outcome)] = &[
 
 /// Runs the matrix against one Envoy: mallory (who may connect but not
 /// administer) is never let through, and alice (who may administer) is
-/// forwarded exactly the canonical path that her decision line records.
+/// forwarded exactly the canonical path that her decision record holds.
 fn path_matrix(stack: &Stack, normalising: bool) {
     let mallory = stack.token(&user_claims(MALLORY, &[]));
     let alice = stack.token(&user_claims(ALICE, &["platform-admins"]));
