@@ -34,7 +34,7 @@ FREQUENCY = "999"
 PARTS = [
     ("JWT verification (RS256, token JSON)",
      [r"jwt::Verifier::verify", r"jwt::unverified_issuer", r"jwt::decode_segment"]),
-    ("decision: component call (lower, lift, pool)",
+    ("decision: the backend's call (component: lower, lift, pool)",
      [r"Backend>::authorize_async", r"ComponentBackend::call_authorize", r"NativeBackend",
       r"cedar_edge_core::bundle::Bundle::authorize"]),
     ("mapping: claims, method, path to a Cedar request",
