@@ -65,10 +65,15 @@ fn main() {
             ),
         )
         .unwrap();
+        // Each run starts a fresh audit log rather than append gigabytes.
+        let _ = std::fs::remove_file(dir.join(format!("{name}-audit.jsonl")));
+        // The gateway's log (an upstream that failed, say) goes next to
+        // the configuration, to explain a run that wrk reports as failed.
+        let log = std::fs::File::create(dir.join(format!("{name}.log"))).unwrap();
         let child = Command::new(&binary)
             .args(["--config", config.to_str().unwrap()])
             .env("RUST_LOG", "warn")
-            .stdout(Stdio::null())
+            .stdout(log)
             .stderr(Stdio::null())
             .spawn()
             .expect(
