@@ -1,9 +1,14 @@
 //! What authorization costs the gateway: two gateway processes, identical
 //! but for `authorization: false` in one, in front of the same upstream,
-//! loaded alternately by `wrk` in one run. Prints a markdown table.
+//! loaded alternately by `wrk` in one run. Prints a markdown table with
+//! each gateway's requests/s, p50, p99 and CPU time per request (its
+//! process's user and system time over the requests wrk completed).
 //!
 //!     cargo build --release -p cedar-edge-gateway --bins --examples
-//!     target/release/examples/load-bench [SECONDS] [CONNECTIONS] [component|native]
+//!     target/release/examples/load-bench [SECONDS] [CONNECTIONS] [component|native] [ROUNDS]
+//!
+//! The gateway binary is the one next to this example's directory
+//! (`target/release/cedar-edge-gateway`).
 #![allow(clippy::expect_used, clippy::unwrap_used, clippy::panic)]
 
 use std::process::{Child, Command, Stdio};
@@ -11,7 +16,7 @@ use std::time::Duration;
 
 use cedar_edge_testkit::free_port;
 use cedar_edge_testkit::jwt::{Issuer, now};
-use cedar_edge_testkit::load::compare;
+use cedar_edge_testkit::load::compare_with_cpu;
 use cedar_edge_testkit::{http, repo, upstream};
 use serde_json::json;
 
@@ -31,6 +36,7 @@ fn main() {
     let seconds: u32 = args.next().and_then(|arg| arg.parse().ok()).unwrap_or(10);
     let connections: u32 = args.next().and_then(|arg| arg.parse().ok()).unwrap_or(8);
     let backend = args.next().unwrap_or_else(|| "component".to_owned());
+    let rounds: usize = args.next().and_then(|arg| arg.parse().ok()).unwrap_or(3);
     let binary = std::env::current_exe()
         .unwrap()
         .parent()
@@ -59,10 +65,15 @@ fn main() {
             ),
         )
         .unwrap();
+        // Each run starts a fresh audit log rather than append gigabytes.
+        let _ = std::fs::remove_file(dir.join(format!("{name}-audit.jsonl")));
+        // The gateway's log (an upstream that failed, say) goes next to
+        // the configuration, to explain a run that wrk reports as failed.
+        let log = std::fs::File::create(dir.join(format!("{name}.log"))).unwrap();
         let child = Command::new(&binary)
             .args(["--config", config.to_str().unwrap()])
             .env("RUST_LOG", "warn")
-            .stdout(Stdio::null())
+            .stdout(log)
             .stderr(Stdio::null())
             .spawn()
             .expect(
@@ -76,8 +87,8 @@ fn main() {
         }
         (Gateway(child), port)
     };
-    let (_off, off_port) = start("authorization-off", false);
-    let (_on, on_port) = start("authorization-on", true);
+    let (off, off_port) = start("authorization-off", false);
+    let (on, on_port) = start("authorization-on", true);
     let token = issuer.sign(&json!({
         "iss": "https://gitlab.example.com", "aud": "airflow", "sub": "1", "preferred_username": "bob",
         "email": "bob@example.com", "groups": [], "amr": ["mfa"], "iat": now(), "exp": now() + 3600,
@@ -88,18 +99,42 @@ fn main() {
         assert_eq!(reply.status, 200, "warm-up: {}", reply.body);
     }
     println!("GET {PATH} as bob (allowed); both gateways verify the RS256 token");
+    // benches/scripts/gateway_profile.py attaches perf to these.
+    println!(
+        "gateway processes: authorization off {}, on {}",
+        off.0.id(),
+        on.0.id()
+    );
+    println!("{}", machine_load("before"));
     let label = format!("gateway, Cedar ({backend} backend)");
-    compare(
+    compare_with_cpu(
         [
             (
                 "gateway, authorization off",
                 &format!("http://127.0.0.1:{off_port}{PATH}"),
+                off.0.id(),
             ),
-            (&label, &format!("http://127.0.0.1:{on_port}{PATH}")),
+            (
+                &label,
+                &format!("http://127.0.0.1:{on_port}{PATH}"),
+                on.0.id(),
+            ),
         ],
         &format!("authorization: {bearer}"),
         seconds,
         connections,
-        2,
+        rounds,
     );
+    println!("\n{}", machine_load("after"));
+}
+
+/// The load average and core count, so that a run records how busy the
+/// machine was.
+fn machine_load(when: &str) -> String {
+    let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+    let cores = std::thread::available_parallelism().map_or(0, usize::from);
+    format!(
+        "{cores} cores; load average {when} the run: {}",
+        load.trim()
+    )
 }

@@ -90,6 +90,7 @@ pub async fn run(
         &config.audit_log,
         access,
         config.audit_unauthenticated_per_second,
+        &config.redact_claims,
     )
     .await?;
     let limits = config.connections;

@@ -9,16 +9,14 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use cedar_edge_core::{Request, Response as Decision};
-use cedar_edge_mapping::{
-    Claims, DecisionKind, DecisionRecord, HttpRequest, Refusal, Target, fold_header_name,
-};
+use cedar_edge_mapping::{Claims, DecisionKind, HttpRequest, Refusal, fold_header_name};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use hyper::header::{HeaderName, HeaderValue};
 use hyper::{Method, Request as HttpReq, Response, StatusCode};
-use serde_json::{Map, Value, json};
+use serde_json::{Value, json};
 
-use crate::audit::{AuditLog, redact};
+use crate::audit::{AuditEntry, AuditLog};
 use crate::authzen::{self, Evaluation, Evaluations, Names};
 use crate::config::GatewayConfig;
 use crate::jwt::Verifier;
@@ -128,7 +126,9 @@ impl Gateway {
         let active = self.bundles.serving();
         let (mut parts, body) = request.into_parts();
         let mapping = &active.mapping;
-        let headers: Vec<(String, Vec<u8>)> = parts
+        // The one copy of the headers: checked as the client sent them,
+        // then kept equal to what is forwarded, for the decision.
+        let mut headers: Vec<(String, Vec<u8>)> = parts
             .headers
             .iter()
             .map(|(name, value)| (name.as_str().to_owned(), value.as_bytes().to_vec()))
@@ -168,10 +168,22 @@ impl Gateway {
                 let forwarding = FORWARDING.contains(&folded.as_str());
                 (forwarding && (!trusted_peer || folded != *name)).then(|| name.clone())
             }));
-        for name in remove.collect::<Vec<_>>() {
+        let removed: Vec<String> = remove.collect();
+        for name in &removed {
             parts.headers.remove(name.as_str());
         }
         set_forwarded_for(&mut parts.headers, client, peer);
+        // What the decision reads is what is forwarded: the same headers
+        // gone, and the chain as rewritten. `HeaderMap` names are lower
+        // case, so names compare exactly.
+        headers.retain(|(name, _)| name != FORWARDED_FOR && !removed.contains(name));
+        headers.extend(
+            parts
+                .headers
+                .get_all(FORWARDED_FOR)
+                .iter()
+                .map(|value| (FORWARDED_FOR.to_owned(), value.as_bytes().to_vec())),
+        );
         let upstream_headers = &mapping.config().upstream_headers;
         let Some((upstream, _)) = self.upstream_for(&target.path) else {
             return json_response(StatusCode::NOT_FOUND, &json!({"error": "no route"}));
@@ -184,42 +196,49 @@ impl Gateway {
         let claims = match claims {
             Ok(claims) => claims,
             Err(reason) => {
-                let record = DecisionRecord::refused(
+                let entry = self.refused_entry(
                     &decision_id,
                     DecisionKind::Unauthenticated,
                     &reason,
                     active.bundle_id(),
                 );
-                self.audit_decision(&record, started, None);
+                self.audit_decision(entry, started);
                 return unauthorized(&reason);
             }
         };
-        let (kind, cedar_request, decision) = if self.config.authorization {
-            self.decide(&active, &parts, &target, client, &claims).await
+        let mut entry = self.audit_entry(&decision_id, DecisionKind::Allow, active.bundle_id());
+        if self.config.authorization {
+            let http = HttpRequest {
+                method: parts.method.as_str().to_owned(),
+                path: target.path_and_query(),
+                headers,
+                source_address: Some(client.to_string()),
+                peer_identity: None,
+                now_seconds: now_seconds(),
+                claims: Claims::Present(claims),
+            };
+            (entry.kind, entry.request, entry.response) = self.decide(&active, &http).await;
+            // The claims go on to the audit record rather than be copied.
+            if let Claims::Present(claims) = http.claims {
+                entry.claims = Some(claims);
+            }
         } else {
-            (DecisionKind::Allow, None, None)
-        };
-        let record = DecisionRecord {
-            decision_id: &decision_id,
-            kind,
-            request: cedar_request.as_ref(),
-            response: decision.as_ref(),
-            refusal: None,
-            bundle_id: active.bundle_id(),
-        };
-        self.audit_decision(&record, started, Some(&claims));
+            entry.claims = Some(claims);
+        }
+        let kind = entry.kind;
+        let principal = entry
+            .request
+            .as_ref()
+            .map(|request| request.principal.to_string());
+        self.audit_decision(entry, started);
         if kind != DecisionKind::Allow {
             return json_response(
                 StatusCode::FORBIDDEN,
                 &json!({"decision": "deny", "decision_id": decision_id}),
             );
         }
-        if let Some(request) = &cedar_request {
-            set_header(
-                &mut parts.headers,
-                &upstream_headers.principal,
-                &request.principal.to_string(),
-            );
+        if let Some(principal) = &principal {
+            set_header(&mut parts.headers, &upstream_headers.principal, principal);
         }
         set_header(
             &mut parts.headers,
@@ -266,25 +285,9 @@ impl Gateway {
     async fn decide(
         &self,
         active: &LoadedBundle,
-        parts: &hyper::http::request::Parts,
-        target: &Target,
-        client: IpAddr,
-        claims: &Map<String, Value>,
+        http: &HttpRequest,
     ) -> (DecisionKind, Option<Request>, Option<Decision>) {
-        let http = HttpRequest {
-            method: parts.method.as_str().to_owned(),
-            path: target.path_and_query(),
-            headers: parts
-                .headers
-                .iter()
-                .map(|(name, value)| (name.as_str().to_owned(), value.as_bytes().to_vec()))
-                .collect(),
-            source_address: Some(client.to_string()),
-            peer_identity: None,
-            now_seconds: now_seconds(),
-            claims: Claims::Present(claims.clone()),
-        };
-        let request = match active.mapping.map(&http) {
+        let request = match active.mapping.map(http) {
             Ok(request) => request,
             Err(Refusal::NoIdentity) => return (DecisionKind::Unauthenticated, None, None),
             Err(Refusal::Invalid(reason) | Refusal::Malformed(reason)) => {
@@ -313,8 +316,8 @@ impl Gateway {
         bundle_id: &str,
         started: Instant,
     ) -> Response<Body> {
-        let record = DecisionRecord::refused(decision_id, DecisionKind::Error, reason, bundle_id);
-        if self.audit_unverified(&record, started) {
+        let entry = self.refused_entry(decision_id, DecisionKind::Error, reason, bundle_id);
+        if self.audit_unverified(entry, started) {
             tracing::info!(decision_id, reason, "refused an ambiguous request");
         }
         json_response(
@@ -376,19 +379,45 @@ impl Gateway {
             })
     }
 
-    /// Counts the decision and writes its audit record: the shared decision
+    /// An audit entry for a decision; it gets its time and latency when
+    /// it is counted.
+    fn audit_entry(&self, decision_id: &str, kind: DecisionKind, bundle_id: &str) -> AuditEntry {
+        AuditEntry {
+            decision_id: decision_id.to_owned(),
+            kind,
+            request: None,
+            response: None,
+            refusal: None,
+            bundle_id: bundle_id.to_owned(),
+            claims: None,
+            time: UNIX_EPOCH,
+            latency_us: 0,
+            authorization: self.config.authorization,
+        }
+    }
+
+    /// The audit entry of a request refused before it reached the engine.
+    fn refused_entry(
+        &self,
+        decision_id: &str,
+        kind: DecisionKind,
+        reason: &str,
+        bundle_id: &str,
+    ) -> AuditEntry {
+        AuditEntry {
+            refusal: Some(reason.to_owned()),
+            ..self.audit_entry(decision_id, kind, bundle_id)
+        }
+    }
+
+    /// Counts the decision and queues its audit record: the shared decision
     /// record plus the time, the latency, the redacted claims and whether
     /// authorization was on.
-    fn audit_decision(
-        &self,
-        record: &DecisionRecord<'_>,
-        started: Instant,
-        claims: Option<&Map<String, Value>>,
-    ) {
-        if record.kind == DecisionKind::Unauthenticated {
-            self.audit_unverified(record, started);
+    fn audit_decision(&self, entry: AuditEntry, started: Instant) {
+        if entry.kind == DecisionKind::Unauthenticated {
+            self.audit_unverified(entry, started);
         } else {
-            self.count_and_write(record, started, claims);
+            self.count_and_write(entry, started);
         }
     }
 
@@ -396,37 +425,22 @@ impl Gateway {
     /// Anyone can send those, so their records are rate-limited so that
     /// they cannot flood the log; a dropped record is counted. Whether the
     /// record was written.
-    fn audit_unverified(&self, record: &DecisionRecord<'_>, started: Instant) -> bool {
+    fn audit_unverified(&self, entry: AuditEntry, started: Instant) -> bool {
         if self.audit.admit_unauthenticated() {
-            self.count_and_write(record, started, None);
+            self.count_and_write(entry, started);
             true
         } else {
-            self.metrics.decision(record.kind, elapsed_micros(started));
+            self.metrics.decision(entry.kind, elapsed_micros(started));
             self.metrics.audit_dropped();
             false
         }
     }
 
-    fn count_and_write(
-        &self,
-        record: &DecisionRecord<'_>,
-        started: Instant,
-        claims: Option<&Map<String, Value>>,
-    ) {
-        let micros = elapsed_micros(started);
-        self.metrics.decision(record.kind, micros);
-        let mut fields = record.to_json();
-        fields.insert("time".to_owned(), Value::String(now_rfc3339()));
-        fields.insert("latency_us".to_owned(), json!(micros));
-        fields.insert(
-            "claims".to_owned(),
-            json!(claims.map(|claims| redact(claims, &self.config.redact_claims))),
-        );
-        fields.insert(
-            "authorization".to_owned(),
-            Value::Bool(self.config.authorization),
-        );
-        self.audit.record(Value::Object(fields));
+    fn count_and_write(&self, mut entry: AuditEntry, started: Instant) {
+        entry.latency_us = elapsed_micros(started);
+        entry.time = SystemTime::now();
+        self.metrics.decision(entry.kind, entry.latency_us);
+        self.audit.record(entry);
     }
 
     async fn evaluation(&self, request: HttpReq<Incoming>) -> Response<Body> {
@@ -471,13 +485,13 @@ impl Gateway {
         let request = match names.request(evaluation, |uid| bundle.has_entity(uid)) {
             Ok(request) => request,
             Err(reason) => {
-                let record = DecisionRecord::refused(
+                let entry = self.refused_entry(
                     &decision_id,
                     DecisionKind::Error,
                     &reason,
                     active.bundle_id(),
                 );
-                self.audit_decision(&record, started, None);
+                self.audit_decision(entry, started);
                 return authzen::answer(false, &decision_id, &[], &[reason]);
             }
         };
@@ -485,26 +499,25 @@ impl Gateway {
             Ok(decision) => active.mapping.apply_forbid_errors(decision),
             Err(err) => Decision::denied_by_error(err.to_string(), active.bundle_id()),
         };
-        let record = DecisionRecord {
-            decision_id: &decision_id,
-            kind: DecisionKind::of_response(&decision),
-            request: Some(&request),
-            response: Some(&decision),
-            refusal: None,
-            bundle_id: active.bundle_id(),
-        };
-        self.audit_decision(&record, started, None);
         let errors: Vec<String> = decision
             .errors
             .iter()
             .map(|error| format!("{}: {}", error.policy_id, error.message))
             .collect();
-        authzen::answer(
+        let answer = authzen::answer(
             decision.is_allowed(),
             &decision_id,
             &decision.determining_policies,
             &errors,
-        )
+        );
+        let kind = DecisionKind::of_response(&decision);
+        let entry = AuditEntry {
+            request: Some(request),
+            response: Some(decision),
+            ..self.audit_entry(&decision_id, kind, active.bundle_id())
+        };
+        self.audit_decision(entry, started);
+        answer
     }
 }
 
@@ -634,30 +647,4 @@ fn now_seconds() -> i64 {
         .map_or(0, |elapsed| {
             i64::try_from(elapsed.as_secs()).unwrap_or(i64::MAX)
         })
-}
-
-/// UTC time as RFC 3339 with milliseconds, without a date library.
-fn now_rfc3339() -> String {
-    let elapsed = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap_or_default();
-    let seconds = elapsed.as_secs();
-    let (days, rest) = (seconds / 86_400, seconds % 86_400);
-    // Civil date from days since the epoch (Howard Hinnant's algorithm).
-    let z = days as i64 + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    format!(
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:03}Z",
-        rest / 3600,
-        rest % 3600 / 60,
-        rest % 60,
-        elapsed.subsec_millis()
-    )
 }
