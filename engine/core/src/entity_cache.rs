@@ -15,11 +15,21 @@ use cedar_policy::Entities;
 
 use crate::request::EntityInput;
 use crate::slice::OwnEntities;
+use crate::value::{Attributes, EntityUid, ValueNode};
 
 /// How many distinct entity sets one bundle keeps. When full, the cache
 /// starts over: a flood of one-off principals costs a periodic clear, never
 /// unbounded memory.
 const CAPACITY: usize = 1024;
+
+/// The largest entity set kept, in bytes of text plus a share per value.
+/// A principal built from a token is far smaller; without this bound,
+/// requests carrying entities at the request limits (a megabyte each)
+/// could make the cache hold a gigabyte.
+const MAX_KEPT_WEIGHT: usize = 4 * 1024;
+
+/// What one value node is counted as, besides its text.
+const NODE_WEIGHT: usize = 32;
 
 /// A request's own entities, checked.
 #[derive(Debug)]
@@ -45,7 +55,11 @@ impl EntityCache {
         self.checked.lock().ok()?.get(entities).cloned()
     }
 
+    /// Keeps `checked` for `entities`, unless the set is too big to keep.
     pub(crate) fn insert(&self, entities: &[EntityInput], checked: Arc<CheckedEntities>) {
+        if weight(entities) > MAX_KEPT_WEIGHT {
+            return;
+        }
         if let Ok(mut kept) = self.checked.lock() {
             if kept.len() >= CAPACITY {
                 kept.clear();
@@ -60,10 +74,48 @@ impl EntityCache {
     }
 }
 
+/// The memory an entity set takes, roughly: its text, and a share per uid
+/// and value node. Stops counting once over the bound.
+fn weight(entities: &[EntityInput]) -> usize {
+    let uid = |uid: &EntityUid| uid.type_name.len() + uid.id.len() + NODE_WEIGHT;
+    let attributes = |attributes: &Attributes| -> usize {
+        let names: usize = attributes.fields.iter().map(|(name, _)| name.len()).sum();
+        let nodes: usize = attributes
+            .nodes
+            .iter()
+            .map(|node| {
+                NODE_WEIGHT
+                    + match node {
+                        ValueNode::String(text) | ValueNode::Extension(_, text) => text.len(),
+                        ValueNode::ExtensionCall(name, args) => name.len() + args.len() * 4,
+                        ValueNode::Entity(target) => uid(target),
+                        ValueNode::Set(items) => items.len() * 4,
+                        ValueNode::Record(fields) => {
+                            fields.iter().map(|(name, _)| name.len() + 4).sum()
+                        }
+                        ValueNode::Bool(_) | ValueNode::Long(_) => 0,
+                    }
+            })
+            .sum();
+        names + nodes
+    };
+    let mut total = 0;
+    for entity in entities {
+        total += uid(&entity.uid)
+            + entity.parents.iter().map(uid).sum::<usize>()
+            + attributes(&entity.attrs)
+            + attributes(&entity.tags);
+        if total > MAX_KEPT_WEIGHT {
+            break;
+        }
+    }
+    total
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::value::{Attributes, EntityUid, Value};
+    use crate::value::Value;
 
     fn user(n: usize) -> Vec<EntityInput> {
         vec![EntityInput {
@@ -101,5 +153,25 @@ mod tests {
             cache.get(&user(CAPACITY * 2 + 6)).is_some(),
             "the newest is kept"
         );
+    }
+
+    #[test]
+    fn a_large_entity_set_is_not_kept() {
+        let cache = EntityCache::default();
+        let mut big = user(1);
+        for entity in &mut big {
+            entity.attrs = Attributes::from_fields([(
+                "bio".to_owned(),
+                Value::String("x".repeat(MAX_KEPT_WEIGHT)),
+            )]);
+        }
+        cache.insert(&big, checked());
+        assert!(
+            cache.get(&big).is_none(),
+            "kept {} bytes of text",
+            MAX_KEPT_WEIGHT
+        );
+        cache.insert(&user(1), checked());
+        assert_eq!(cache.len(), 1, "a token-sized principal is kept");
     }
 }

@@ -256,6 +256,8 @@ fn medians(samples: &[Sample]) -> Sample {
         requests_per_second: median(|sample| sample.requests_per_second),
         p50_us: median(|sample| sample.p50_us),
         p99_us: median(|sample| sample.p99_us),
+        // Every round's requests, not a median: the rounds' total.
+        requests: samples.iter().map(|sample| sample.requests).sum(),
     }
 }
 
