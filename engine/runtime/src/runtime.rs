@@ -169,7 +169,18 @@ impl ComponentRuntime {
     /// validated files, so nothing is validated twice.
     pub fn load_bundle(&self, bundle: &Bundle) -> Result<ComponentBackend, RuntimeError> {
         let wit_source = convert::bundle_source(bundle.validated_source());
-        let (slot, bundle_id, policy_ids) = self.inner.new_slot(&wit_source)?;
+        let loaded = self.inner.new_slot(&wit_source)?;
+        self.backend(bundle, wit_source, loaded)
+    }
+
+    /// The backend around a first instance, once the guest's bundle id is
+    /// known to be the host's.
+    fn backend(
+        &self,
+        bundle: &Bundle,
+        wit_source: wit::BundleSource,
+        (slot, bundle_id, policy_ids): (Slot, String, Vec<String>),
+    ) -> Result<ComponentBackend, RuntimeError> {
         if bundle_id != bundle.id() {
             return Err(RuntimeError::Component(format!(
                 "the component computed bundle id `{bundle_id}` where the host computed `{}`",
@@ -216,22 +227,10 @@ impl ComponentRuntime {
             (native, guest.join())
         });
         let bundle = native?;
-        let (slot, bundle_id, policy_ids) = guest.map_err(|_| {
+        let loaded = guest.map_err(|_| {
             RuntimeError::Component("the thread loading the guest panicked".to_owned())
         })??;
-        if bundle_id != bundle.id() {
-            return Err(RuntimeError::Component(format!(
-                "the component computed bundle id `{bundle_id}` where the host computed `{}`",
-                bundle.id()
-            )));
-        }
-        let backend = ComponentBackend::new(
-            Arc::clone(&self.inner),
-            wit_source,
-            slot,
-            bundle_id,
-            policy_ids,
-        );
+        let backend = self.backend(&bundle, wit_source, loaded)?;
         Ok((bundle, backend))
     }
 }

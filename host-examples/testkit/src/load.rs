@@ -97,57 +97,11 @@ fn duration_us(text: &str) -> Option<f64> {
 
 /// Runs two targets alternately for `rounds` each and prints a markdown
 /// table of the averages and their difference (second against first).
-pub fn compare(
-    targets: [(&str, &str); 2],
-    header: &str,
-    seconds: u32,
-    connections: u32,
-    rounds: usize,
-) {
-    let [first, second] = targets;
-    report(
-        [(first.0, first.1, None), (second.0, second.1, None)],
-        header,
-        seconds,
-        connections,
-        rounds,
-    );
-}
-
-/// As [`compare`], with each target served by its own process (by pid):
-/// the table adds that process's CPU time per request, read before and
-/// after each round, so it counts only the requests wrk completed.
+/// Each target is served by its own process (by pid): the table adds that
+/// process's CPU time per request, read before and after each round, so it
+/// counts only the requests wrk completed.
 pub fn compare_with_cpu(
     targets: [(&str, &str, u32); 2],
-    header: &str,
-    seconds: u32,
-    connections: u32,
-    rounds: usize,
-) {
-    let [first, second] = targets;
-    report(
-        [
-            (first.0, first.1, Some(first.2)),
-            (second.0, second.1, Some(second.2)),
-        ],
-        header,
-        seconds,
-        connections,
-        rounds,
-    );
-}
-
-/// One target's averages over its rounds.
-struct Row {
-    requests_per_second: f64,
-    p50_us: f64,
-    p99_us: f64,
-    /// CPU microseconds per completed request, when a process was named.
-    cpu_us: Option<f64>,
-}
-
-fn report(
-    targets: [(&str, &str, Option<u32>); 2],
     header: &str,
     seconds: u32,
     connections: u32,
@@ -156,11 +110,10 @@ fn report(
     let mut samples: [Vec<Sample>; 2] = [Vec::new(), Vec::new()];
     let mut cpu_us = [0.0_f64; 2];
     for _ in 0..rounds {
-        for (index, (_, url, process)) in targets.iter().enumerate() {
-            let before = process.map(process_cpu_us);
+        for (index, (_, url, pid)) in targets.iter().enumerate() {
+            let before = process_cpu_us(*pid);
             let sample = wrk(url, header, seconds, connections);
-            if let (Some(pid), Some(before), Some(total)) = (process, before, cpu_us.get_mut(index))
-            {
+            if let Some(total) = cpu_us.get_mut(index) {
                 *total += process_cpu_us(*pid) - before;
             }
             if let Some(slot) = samples.get_mut(index) {
@@ -171,52 +124,48 @@ fn report(
     let average = |samples: &[Sample], pick: fn(&Sample) -> f64| {
         samples.iter().map(pick).sum::<f64>() / samples.len().max(1) as f64
     };
-    let rows: Vec<Row> = targets
+    let rows: Vec<Row> = samples
         .iter()
-        .zip(&samples)
         .zip(cpu_us)
-        .map(|(((_, _, process), samples), cpu)| {
+        .map(|(samples, cpu)| {
             let requests: u64 = samples.iter().map(|sample| sample.requests).sum();
             Row {
                 requests_per_second: average(samples, |s| s.requests_per_second),
                 p50_us: average(samples, |s| s.p50_us),
                 p99_us: average(samples, |s| s.p99_us),
-                cpu_us: process.map(|_| cpu / requests.max(1) as f64),
+                cpu_us: cpu / requests.max(1) as f64,
             }
         })
         .collect();
-    let with_cpu = rows.iter().all(|row| row.cpu_us.is_some());
     println!("wrk -t1 -c{connections} -d{seconds}s, {rounds} alternating rounds each\n");
-    if with_cpu {
-        println!(
-            "| target | requests/s | p50 | p99 | CPU per request |\n| --- | --- | --- | --- | --- |"
-        );
-    } else {
-        println!("| target | requests/s | p50 | p99 |\n| --- | --- | --- | --- |");
-    }
+    println!(
+        "| target | requests/s | p50 | p99 | CPU per request |\n| --- | --- | --- | --- | --- |"
+    );
     for ((name, _, _), row) in targets.iter().zip(&rows) {
-        let cpu = row
-            .cpu_us
-            .map(|cpu| format!(" {cpu:.1} µs |"))
-            .unwrap_or_default();
         println!(
-            "| {name} | {:.0} | {:.0} µs | {:.0} µs |{cpu}",
-            row.requests_per_second, row.p50_us, row.p99_us
+            "| {name} | {:.0} | {:.0} µs | {:.0} µs | {:.1} µs |",
+            row.requests_per_second, row.p50_us, row.p99_us, row.cpu_us
         );
     }
     if let [base, other] = rows.as_slice() {
-        let cpu = match (base.cpu_us, other.cpu_us) {
-            (Some(base), Some(other)) => format!(" {:+.1} µs |", other - base),
-            _ => String::new(),
-        };
         println!(
-            "| difference | {:+.1}% | {:+.0} µs ({:+.1}%) | {:+.0} µs ({:+.1}%) |{cpu}",
+            "| difference | {:+.1}% | {:+.0} µs ({:+.1}%) | {:+.0} µs ({:+.1}%) | {:+.1} µs |",
             100.0 * (other.requests_per_second - base.requests_per_second)
                 / base.requests_per_second,
             other.p50_us - base.p50_us,
             100.0 * (other.p50_us - base.p50_us) / base.p50_us,
             other.p99_us - base.p99_us,
             100.0 * (other.p99_us - base.p99_us) / base.p99_us,
+            other.cpu_us - base.cpu_us,
         );
     }
+}
+
+/// One target's averages over its rounds.
+struct Row {
+    requests_per_second: f64,
+    p50_us: f64,
+    p99_us: f64,
+    /// CPU microseconds per completed request.
+    cpu_us: f64,
 }
