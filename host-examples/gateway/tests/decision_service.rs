@@ -936,3 +936,30 @@ fn configuration_names_are_checked_against_the_schema_at_start() {
     let error = start_error(&dir.join("pdp.yaml"));
     assert!(error.contains("needs `pdp.tls`"), "{error}");
 }
+
+#[test]
+fn the_example_decision_service_configuration_serves_as_documented() {
+    let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/pdp.yaml");
+    let running = Running::start(&example);
+    let port = running.pdp_port.unwrap();
+    let body = evaluation(MORTY, "can_update_todo", ("todo", MORTYS_TODO)).to_string();
+    let reply = cedar_edge_testkit::http::send_with_body(
+        port,
+        "POST",
+        "/access/v1/evaluation",
+        &[
+            ("authorization", b"Bearer todo-demo-secret"),
+            ("content-type", b"application/json"),
+        ],
+        body.as_bytes(),
+    );
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    let answer = reply.json();
+    assert_eq!(answer["decision"], json!(true));
+    assert_eq!(
+        answer["context"]["reason_admin"]["determining_policies"],
+        json!(["editors-change-their-own-todos"])
+    );
+    assert_eq!(running.admin("/healthz").status, 200);
+    running.stop();
+}
