@@ -69,6 +69,11 @@ pub struct GatewayConfig {
     /// that are not already Cedar type names.
     #[serde(default)]
     pub authzen_types: BTreeMap<String, String>,
+    // ext_authz (issue 14): Envoy's gRPC Check service, beside the HTTP
+    // listener; off when absent. It decides with `mapping`.
+    /// Envoy's `ext_authz` gRPC service; off when absent.
+    #[serde(default)]
+    pub ext_authz: Option<crate::ext_authz::ExtAuthzConfig>,
 }
 
 fn yes() -> bool {

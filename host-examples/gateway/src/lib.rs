@@ -12,6 +12,7 @@ pub mod audit;
 pub mod authzen;
 pub mod config;
 pub mod error;
+pub mod ext_authz;
 pub mod jwt;
 pub mod metrics;
 pub mod proxy;
@@ -110,6 +111,10 @@ pub async fn run(
         sequence: AtomicU64::new(0),
     });
 
+    // ext_authz (issue 14): Envoy's gRPC Check service beside the HTTP
+    // listener, stopped by the same shutdown within the same drain time.
+    let ext_authz = ext_authz::start(&gateway).await?;
+
     let (stop_reload, mut reload_stopped) = tokio::sync::watch::channel(false);
     let watcher = tokio::spawn(async move {
         loop {
@@ -187,6 +192,8 @@ pub async fn run(
     tracing::info!("shutting down: draining requests");
     drop(listener);
     let drain = Duration::from_millis(limits.drain_timeout_ms);
+    // ext_authz (issue 14): drains beside the HTTP connections.
+    let ext_authz_stopped = ext_authz.map(|server| tokio::spawn(server.stop(drain)));
     if tokio::time::timeout(drain, graceful.shutdown())
         .await
         .is_err()
@@ -206,6 +213,11 @@ pub async fn run(
     connections.shutdown().await;
     let _ = stop_reload.send(true);
     let _ = watcher.await;
+    // ext_authz (issue 14): its hold on the gateway ends before the audit
+    // log closes.
+    if let Some(stopped) = ext_authz_stopped {
+        let _ = stopped.await;
+    }
     drop(gateway);
     let audit_records = audit_writer.finish().await?;
     tracing::info!(audit_records, "audit log flushed");

@@ -90,7 +90,7 @@ impl Gateway {
         Ok(response)
     }
 
-    fn next_decision_id(&self) -> String {
+    pub(crate) fn next_decision_id(&self) -> String {
         let sequence = self.sequence.fetch_add(1, Ordering::Relaxed);
         format!("{:x}-{sequence:x}", self.boot)
     }
@@ -282,7 +282,7 @@ impl Gateway {
     }
 
     /// Maps and decides; every failure is a deny.
-    async fn decide(
+    pub(crate) async fn decide(
         &self,
         active: &LoadedBundle,
         http: &HttpRequest,
@@ -381,7 +381,12 @@ impl Gateway {
 
     /// An audit entry for a decision; it gets its time and latency when
     /// it is counted.
-    fn audit_entry(&self, decision_id: &str, kind: DecisionKind, bundle_id: &str) -> AuditEntry {
+    pub(crate) fn audit_entry(
+        &self,
+        decision_id: &str,
+        kind: DecisionKind,
+        bundle_id: &str,
+    ) -> AuditEntry {
         AuditEntry {
             decision_id: decision_id.to_owned(),
             kind,
@@ -397,7 +402,7 @@ impl Gateway {
     }
 
     /// The audit entry of a request refused before it reached the engine.
-    fn refused_entry(
+    pub(crate) fn refused_entry(
         &self,
         decision_id: &str,
         kind: DecisionKind,
@@ -413,7 +418,7 @@ impl Gateway {
     /// Counts the decision and queues its audit record: the shared decision
     /// record plus the time, the latency, the redacted claims and whether
     /// authorization was on.
-    fn audit_decision(&self, entry: AuditEntry, started: Instant) {
+    pub(crate) fn audit_decision(&self, entry: AuditEntry, started: Instant) {
         if entry.kind == DecisionKind::Unauthenticated {
             self.audit_unverified(entry, started);
         } else {
@@ -425,7 +430,7 @@ impl Gateway {
     /// Anyone can send those, so their records are rate-limited so that
     /// they cannot flood the log; a dropped record is counted. Whether the
     /// record was written.
-    fn audit_unverified(&self, entry: AuditEntry, started: Instant) -> bool {
+    pub(crate) fn audit_unverified(&self, entry: AuditEntry, started: Instant) -> bool {
         if self.audit.admit_unauthenticated() {
             self.count_and_write(entry, started);
             true
@@ -641,7 +646,7 @@ fn elapsed_micros(started: Instant) -> u64 {
     u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX)
 }
 
-fn now_seconds() -> i64 {
+pub(crate) fn now_seconds() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |elapsed| {
