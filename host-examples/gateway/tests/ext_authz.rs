@@ -17,7 +17,8 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
 
 use cedar_edge_envoy_e2e::config::{
-    JwtProvider, Listener, Ports, Upstream as Route, envoy_yaml_ext_authz,
+    EXT_AUTHZ_CLUSTER, JwtProvider, Listener, Ports, Upstream as Route, envoy_yaml_ext_authz,
+    ext_authz_filter_yaml, grpc_cluster_yaml,
 };
 use cedar_edge_envoy_e2e::envoy::{Envoy, free_port, validate};
 use cedar_edge_envoy_e2e::stack::{AUDIENCE, ISSUER, Stack, airflow_plugin, claims};
@@ -175,6 +176,17 @@ fn shipped_ext_authz_config_is_current_and_passes_envoy_validate() {
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
+    // The README shows the filter and its cluster exactly as rendered.
+    let readme = std::fs::read_to_string(repo().join("host-examples/gateway/README.md")).unwrap();
+    for block in [
+        ext_authz_filter_yaml(EXT_AUTHZ_CLUSTER),
+        grpc_cluster_yaml(EXT_AUTHZ_CLUSTER, ext_authz_port),
+    ] {
+        assert!(
+            readme.contains(&block),
+            "the README's Envoy snippet differs from\n{block}"
+        );
+    }
 }
 
 #[test]
