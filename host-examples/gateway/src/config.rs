@@ -80,6 +80,10 @@ pub struct GatewayConfig {
     /// discarded.
     #[serde(default)]
     pub trusted_proxies: Vec<Cidr>,
+    /// Envoy's `ext_authz` gRPC service, deciding with `mapping`; off when
+    /// absent.
+    #[serde(default)]
+    pub ext_authz: Option<crate::ext_authz::ExtAuthzConfig>,
 }
 
 fn yes() -> bool {
@@ -445,10 +449,13 @@ impl GatewayConfig {
     }
 
     fn check(&self) -> Result<(), GatewayError> {
-        if self.listen.is_none() && self.pdp.is_none() {
+        if self.listen.is_none() && self.pdp.is_none() && self.ext_authz.is_none() {
             return Err(field(
-                "nothing to serve: set `listen` (the proxy) or `pdp` (the decision service)",
+                "nothing to serve: set `listen` (the proxy), `pdp` (the decision service) or `ext_authz`",
             ));
+        }
+        if self.ext_authz.is_some() && self.mapping.is_none() {
+            return Err(field("`mapping` is needed with `ext_authz`"));
         }
         if self.listen.is_some() {
             self.check_proxy()?;

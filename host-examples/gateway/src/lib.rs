@@ -20,6 +20,7 @@ pub mod authzen;
 pub mod callers;
 pub mod config;
 pub mod error;
+pub mod ext_authz;
 pub mod jwt;
 pub mod metrics;
 pub mod pdp;
@@ -198,6 +199,10 @@ pub async fn run(
         sequence: AtomicU64::new(0),
     });
 
+    // ext_authz (issue 14): Envoy's gRPC Check service beside the HTTP
+    // listener, stopped by the same shutdown within the same drain time.
+    let ext_authz = ext_authz::start(&gateway).await?;
+
     let (stop_reload, mut reload_stopped) = tokio::sync::watch::channel(false);
     let watcher = tokio::spawn(async move {
         loop {
@@ -242,8 +247,15 @@ pub async fn run(
     shutdown.await;
     tracing::info!("shutting down: draining requests");
     let _ = stop_serving.send(true);
+    // Envoy's gRPC calls drain beside the HTTP connections, and the
+    // service's hold on the gateway ends before the audit log closes.
+    let drain = Duration::from_millis(limits.drain_timeout_ms);
+    let ext_authz_stopped = ext_authz.map(|server| tokio::spawn(server.stop(drain)));
     for listener in served {
         let _ = listener.await;
+    }
+    if let Some(stopped) = ext_authz_stopped {
+        let _ = stopped.await;
     }
     let _ = stop_reload.send(true);
     let _ = watcher.await;

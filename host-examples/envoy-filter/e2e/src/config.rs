@@ -134,6 +134,89 @@ pub fn envoy_yaml_around(
     authorization: &str,
     upstreams: &[Upstream],
 ) -> String {
+    envoy_yaml_with_clusters(listener, ports, jwt, authorization, upstreams, "")
+}
+
+/// The cluster the `ext_authz` filter calls.
+pub const EXT_AUTHZ_CLUSTER: &str = "cedar_edge_ext_authz";
+
+/// Envoy asking the cedar-edge gateway's `ext_authz` gRPC service on
+/// 127.0.0.1:`ext_authz_port` instead of running the filter: `jwt_authn`,
+/// then `ext_authz`, then the router, in front of the upstreams.
+pub fn envoy_yaml_ext_authz(
+    listener: &Listener,
+    ports: &Ports,
+    jwt: Option<&JwtProvider>,
+    upstreams: &[Upstream],
+    ext_authz_port: u16,
+) -> String {
+    envoy_yaml_with_clusters(
+        listener,
+        ports,
+        jwt,
+        &ext_authz_filter_yaml(EXT_AUTHZ_CLUSTER),
+        upstreams,
+        &grpc_cluster_yaml(EXT_AUTHZ_CLUSTER, ext_authz_port),
+    )
+}
+
+/// The `ext_authz` filter's entry in `http_filters`: a gRPC Check to
+/// `cluster` for every request, denied when the service cannot answer.
+pub fn ext_authz_filter_yaml(cluster: &str) -> String {
+    format!(
+        r#"- name: envoy.filters.http.ext_authz
+  typed_config:
+    "@type": type.googleapis.com/envoy.extensions.filters.http.ext_authz.v3.ExtAuthz
+    transport_api_version: V3
+    grpc_service:
+      envoy_grpc:
+        cluster_name: {cluster}
+      timeout: 1s
+    # Fail closed: no answer (the service down, slow or erring) is a 403.
+    failure_mode_allow: false
+    # The claims jwt_authn verified (payload_in_metadata) go with each
+    # Check, where cedar-edge's mapping reads them.
+    metadata_context_namespaces:
+      - envoy.filters.http.jwt_authn
+    # Header values as sent, a repeated header as separate entries, so the
+    # service can refuse two copies of one.
+    encode_raw_headers: true
+"#
+    )
+}
+
+/// A cluster that speaks HTTP/2 (gRPC) to 127.0.0.1:`port`.
+pub fn grpc_cluster_yaml(name: &str, port: u16) -> String {
+    format!(
+        r#"- name: {name}
+  type: STATIC
+  connect_timeout: 1s
+  typed_extension_protocol_options:
+    envoy.extensions.upstreams.http.v3.HttpProtocolOptions:
+      "@type": type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions
+      explicit_http_config:
+        http2_protocol_options: {{}}
+  load_assignment:
+    cluster_name: {name}
+    endpoints:
+      - lb_endpoints:
+          - endpoint:
+              address:
+                socket_address: {{ address: 127.0.0.1, port_value: {port} }}
+"#
+    )
+}
+
+/// [`envoy_yaml_around`] with more clusters (YAML list entries) after the
+/// upstreams', such as the one an `ext_authz` filter calls.
+pub fn envoy_yaml_with_clusters(
+    listener: &Listener,
+    ports: &Ports,
+    jwt: Option<&JwtProvider>,
+    authorization: &str,
+    upstreams: &[Upstream],
+    extra_clusters: &str,
+) -> String {
     let mut filters = String::new();
     if let Some(provider) = jwt {
         filters.push_str(&format!(
@@ -183,7 +266,7 @@ pub fn envoy_yaml_around(
             )
         })
         .collect();
-    let clusters: String = upstreams
+    let mut clusters: String = upstreams
         .iter()
         .map(|upstream| {
             format!(
@@ -203,6 +286,7 @@ pub fn envoy_yaml_around(
             )
         })
         .collect();
+    clusters.push_str(extra_clusters);
     format!(
         r#"# Rendered by cedar-edge-envoy-e2e (src/config.rs); do not edit by hand.
 admin:

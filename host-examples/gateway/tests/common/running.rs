@@ -27,12 +27,17 @@ impl Running {
     /// Starts the gateway of a configuration file and waits until
     /// `/healthz` answers.
     pub fn start(config: &Path) -> Self {
+        Self::start_with(GatewayConfig::read(config).unwrap())
+    }
+
+    /// [`Running::start`] with a configuration already read (and perhaps
+    /// changed).
+    pub fn start_with(mut config: GatewayConfig) -> Self {
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .enable_all()
             .build()
             .unwrap();
-        let mut config = GatewayConfig::read(config).unwrap();
         let bind = || {
             runtime
                 .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))

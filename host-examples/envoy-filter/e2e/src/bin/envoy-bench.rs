@@ -9,7 +9,11 @@
 //!
 //! Rows: no filter; the bench build of the module (feature
 //! `bench-stages`, which this program builds) stopped after each stage;
-//! the shipped module; Envoy's own RBAC filter with an equivalent rule.
+//! the shipped module; Envoy's `ext_authz` filter asking the cedar-edge
+//! gateway's gRPC service (the gateway binary, which this program builds,
+//! in its own process as it is deployed, with the same bundle and mapping);
+//! Envoy's own RBAC filter with an equivalent rule.
+//! `CEDAR_EDGE_GATEWAY_BIN=path` takes a prebuilt gateway binary.
 //! `ENVOY_BENCH_MODULES=name=path,…` adds rows for other builds of the
 //! module, such as another opt-level or an older commit's, and
 //! `ENVOY_BENCH_STAGED_MODULE=path` takes a prebuilt bench module.
@@ -23,10 +27,12 @@
 )]
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
 
 use cedar_edge_envoy_e2e::config::{
-    JwtProvider, Listener, Ports, Upstream, envoy_yaml_around, plugin_config, wasm_filter_yaml,
+    EXT_AUTHZ_CLUSTER, JwtProvider, Listener, Ports, Upstream, envoy_yaml_with_clusters,
+    ext_authz_filter_yaml, grpc_cluster_yaml, plugin_config, wasm_filter_yaml,
 };
 use cedar_edge_envoy_e2e::envoy::{Envoy, free_port};
 use cedar_edge_envoy_e2e::{FILTER_MODULE, repo};
@@ -115,24 +121,40 @@ fn main() {
         prefix: "/".into(),
         port: upstream.port,
     }];
-    let mut filters: Vec<(String, String)> =
-        vec![("no filter (jwt_authn only)".into(), String::new())];
+    // Each row: its name, its HTTP filter, and any cluster that filter calls.
+    let mut filters: Vec<(String, String, String)> = vec![(
+        "no filter (jwt_authn only)".into(),
+        String::new(),
+        String::new(),
+    )];
     filters.extend(
         STAGES
             .iter()
-            .map(|(stage, name)| ((*name).to_owned(), staged(stage))),
+            .map(|(stage, name)| ((*name).to_owned(), staged(stage), String::new())),
     );
     filters.push((
         "cedar-edge filter (shipped module)".into(),
         wasm_filter_yaml(FILTER_MODULE, &plugin),
+        String::new(),
     ));
     for (name, module) in extra_modules() {
         filters.push((
             format!("cedar-edge filter ({name})"),
             wasm_filter_yaml(&module.to_string_lossy(), &plugin),
+            String::new(),
         ));
     }
-    filters.push(("Envoy RBAC, equivalent rule".into(), RBAC_FILTER.to_owned()));
+    let service = ExtAuthzService::start(&scratch.join("ext-authz"), &provider);
+    filters.push((
+        "ext_authz → cedar-edge gateway (gRPC)".into(),
+        ext_authz_filter_yaml(EXT_AUTHZ_CLUSTER),
+        grpc_cluster_yaml(EXT_AUTHZ_CLUSTER, service.ext_authz_port),
+    ));
+    filters.push((
+        "Envoy RBAC, equivalent rule".into(),
+        RBAC_FILTER.to_owned(),
+        String::new(),
+    ));
     let token = issuer.sign(&json!({
         "iss": provider.issuer, "aud": provider.audience, "sub": "1", "preferred_username": "bob",
         "email": "bob@example.com", "groups": [], "amr": ["mfa"], "iat": now(), "exp": now() + 3600,
@@ -141,17 +163,18 @@ fn main() {
     let mut rows: Vec<Row> = filters
         .into_iter()
         .enumerate()
-        .map(|(index, (name, filter))| {
+        .map(|(index, (name, filter, clusters))| {
             let ports = Ports {
                 listener: free_port(),
                 admin: free_port(),
             };
-            let yaml = envoy_yaml_around(
+            let yaml = envoy_yaml_with_clusters(
                 &Listener::default(),
                 &ports,
                 Some(&provider),
                 &filter,
                 &routes,
+                &clusters,
             );
             let dir = scratch.join(format!("row-{index}"));
             let envoy = match Envoy::start(&dir, &yaml, ports.listener, ports.admin) {
@@ -238,6 +261,109 @@ fn main() {
         "\nthe upstream served {} requests",
         upstream.hits.load(std::sync::atomic::Ordering::Relaxed)
     );
+    drop(service);
+}
+
+/// The gateway binary serving only its `ext_authz` gRPC service, with the
+/// bundle and mapping the filter rows use, its audit log on. It runs in its
+/// own process, as deployed beside Envoy, so its CPU is counted against the
+/// same two cores as Envoy's, wrk's and the upstream's.
+struct ExtAuthzService {
+    child: Child,
+    ext_authz_port: u16,
+}
+
+impl ExtAuthzService {
+    fn start(dir: &Path, provider: &JwtProvider) -> Self {
+        std::fs::create_dir_all(dir).unwrap();
+        let binary =
+            std::env::var_os("CEDAR_EDGE_GATEWAY_BIN").map_or_else(build_gateway, PathBuf::from);
+        // Never asked: Envoy's jwt_authn verifies tokens and sends the claims.
+        let jwks = dir.join("jwks.json");
+        std::fs::write(&jwks, &provider.jwks).unwrap();
+        let (http_port, ext_authz_port) = (free_port(), free_port());
+        let config = dir.join("gateway.yaml");
+        let json = |path: &Path| serde_json::to_string(&path.to_string_lossy()).unwrap();
+        std::fs::write(
+            &config,
+            format!(
+                "listen: 127.0.0.1:{http_port}\n\
+                 bundle: {bundle}\n\
+                 mapping: {mapping}\n\
+                 backend: component\n\
+                 ext_authz: {{ listen: 127.0.0.1:{ext_authz_port} }}\n\
+                 upstreams: {{}}\n\
+                 routes: []\n\
+                 issuers: [{{ issuer: {issuer}, audience: {audience}, jwks_file: {jwks} }}]\n\
+                 audit_log: {audit}\n",
+                bundle = json(&repo().join("policies/airflow-gitlab")),
+                mapping =
+                    json(&repo().join("host-examples/envoy-filter/examples/airflow-mapping.json")),
+                issuer = serde_json::to_string(&provider.issuer).unwrap(),
+                audience = serde_json::to_string(&provider.audience).unwrap(),
+                jwks = json(&jwks),
+                audit = json(&dir.join("audit.jsonl")),
+            ),
+        )
+        .unwrap();
+        let log = std::fs::File::create(dir.join("gateway.log")).unwrap();
+        let child = Command::new(&binary)
+            .arg("--config")
+            .arg(&config)
+            .env("RUST_LOG", "warn")
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .stdin(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|err| panic!("{}: {err}", binary.display()));
+        let mut service = Self {
+            child,
+            ext_authz_port,
+        };
+        // The gRPC listener is bound before the HTTP one answers.
+        for _ in 0..600 {
+            if let Ok(Some(status)) = service.child.try_wait() {
+                panic!("the gateway exited with {status}; see {}", dir.display());
+            }
+            if std::net::TcpStream::connect(("127.0.0.1", http_port)).is_ok()
+                && http::get(http_port, "GET", "/healthz", &[]).status == 200
+            {
+                return service;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let _ = service.child.kill();
+        panic!("the gateway did not start in 60 s; see {}", dir.display());
+    }
+}
+
+impl Drop for ExtAuthzService {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Builds the gateway binary (release, this workspace's target directory)
+/// and returns its path.
+fn build_gateway() -> PathBuf {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
+    let status = Command::new(cargo)
+        .current_dir(repo())
+        .args([
+            "build",
+            "--release",
+            "--package",
+            "cedar-edge-gateway",
+            "--bin",
+            "cedar-edge-gateway",
+        ])
+        .status()
+        .expect("cargo runs");
+    assert!(status.success(), "the gateway build failed");
+    let target =
+        std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| repo().join("target"), PathBuf::from);
+    target.join("release/cedar-edge-gateway")
 }
 
 /// Each figure's median over the rounds: a round that another process on
