@@ -428,6 +428,10 @@ pub struct Bundle {
     /// Request entities already checked, by their exact input.
     pub(crate) entity_cache: crate::entity_cache::EntityCache,
     pub(crate) limits: RequestLimits,
+    /// The candidates of each entity type a search enumerates, sorted by
+    /// id: built on the first search, so that hosts that never search
+    /// (and the guest) do not pay for it at load.
+    pub(crate) search_candidates: std::sync::OnceLock<crate::search::CandidatesByType>,
     policy_ids: Vec<String>,
     /// Policy or template id → the bundle file it was written in.
     policy_files: HashMap<String, String>,
@@ -497,6 +501,7 @@ impl Bundle {
             entity_cache: crate::entity_cache::EntityCache::default(),
             index,
             limits,
+            search_candidates: std::sync::OnceLock::new(),
             policy_ids,
             policy_files,
             #[cfg(feature = "validate")]

@@ -20,6 +20,7 @@ mod index;
 mod nesting;
 mod request;
 mod response;
+mod search;
 mod slice;
 mod value;
 
@@ -32,4 +33,5 @@ pub use diagnostic::{Diagnostic, SourcedProblem};
 pub use nesting::{MAX_NESTING, MAX_OPERATOR_DEPTH};
 pub use request::{ContextInput, EntityInput, Request, RequestError, RequestLimits};
 pub use response::{Decision, PolicyError, Response};
+pub use search::{Search, SearchHit, SearchSlot};
 pub use value::{Attributes, EntityUid, ExtensionKind, Value, ValueError, ValueNode};

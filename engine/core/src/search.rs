@@ -1,0 +1,380 @@
+//! Search: the entities of one type that a request, with one of its three
+//! parts left open, allows.
+//!
+//! The candidates are the bundle's own: the store's entities of the
+//! searched type and, for actions, the schema's actions and those the
+//! policies name, sorted by id. Each candidate that yields a result is
+//! decided by a real authorization with the same evaluation
+//! [`Bundle::authorize`] runs: the same request check against the schema,
+//! the same store, the same policies (those whose scope matches), the same
+//! combination. Only the way those policies are found differs, and it finds
+//! the same set.
+//!
+//! What makes a search cheap is what it never evaluates:
+//! - the policies whose scope for the two fixed parties does not match, and
+//!   those whose open scope is `is` another type, are dropped once per
+//!   search (a scope that does not match makes a policy false, never an
+//!   error: Cedar's condition is `principal && (action && (resource &&
+//!   body))` and `&&` stops at the first false, see
+//!   `TemplateBody::condition` and `ExprKind::And` in cedar-policy-core
+//!   4.14.1);
+//! - a candidate whose matching policies hold no permit is denied whatever
+//!   the forbids do, so it is not authorized at all and not yielded.
+//!
+//! A request that brings entities of its own can change the hierarchy the
+//! scopes are checked against; such a search authorizes every candidate
+//! with [`Bundle::authorize`] itself.
+
+use std::collections::HashMap;
+use std::str::FromStr;
+use std::sync::Arc;
+
+use cedar_policy::Context;
+
+use crate::authorize::{in_store, parties};
+use crate::bundle::Bundle;
+use crate::cedar_internals::ast::{EntityType, EntityUID};
+use crate::index::{Narrowed, OpenSlot};
+use crate::request::{NodeBudget, Request, RequestError, cedar_uid};
+use crate::response::Response;
+use crate::value::EntityUid;
+
+/// Every searchable entity, by type, each list sorted by id.
+pub(crate) type CandidatesByType = HashMap<EntityType, Arc<[EntityUID]>>;
+
+/// The part of a request a search leaves open.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SearchSlot {
+    /// Which principals may do this?
+    Principal,
+    /// Which actions may this principal take on this resource?
+    Action,
+    /// Which resources may this principal act on?
+    Resource,
+}
+
+impl SearchSlot {
+    fn open(self) -> OpenSlot {
+        match self {
+            Self::Principal => OpenSlot::Principal,
+            Self::Action => OpenSlot::Action,
+            Self::Resource => OpenSlot::Resource,
+        }
+    }
+
+    fn field(self) -> &'static str {
+        match self {
+            Self::Principal => "principal",
+            Self::Action => "action",
+            Self::Resource => "resource",
+        }
+    }
+
+    fn get(self, request: &Request) -> &EntityUid {
+        match self {
+            Self::Principal => &request.principal,
+            Self::Action => &request.action,
+            Self::Resource => &request.resource,
+        }
+    }
+
+    fn of(self, request: &mut Request) -> &mut EntityUid {
+        match self {
+            Self::Principal => &mut request.principal,
+            Self::Action => &mut request.action,
+            Self::Resource => &mut request.resource,
+        }
+    }
+}
+
+/// One candidate and its authorization.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SearchHit {
+    /// The candidate.
+    pub uid: EntityUid,
+    /// The decision for the request with the candidate in the open part;
+    /// an `Err` is a request the core refused, a deny.
+    pub outcome: Result<Response, RequestError>,
+}
+
+/// A search in progress: an iterator over the candidates, in id order, that
+/// a permit's scope reaches, each with its authorization. A candidate it
+/// skips is denied by every authorization. A page ends wherever the caller
+/// stops pulling.
+pub struct Search<'bundle> {
+    bundle: &'bundle Bundle,
+    slot: SearchSlot,
+    candidates: Arc<[EntityUID]>,
+    next: usize,
+    plan: Plan,
+}
+
+impl std::fmt::Debug for Search<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Search")
+            .field("slot", &self.slot)
+            .field("candidates", &self.candidates.len())
+            .field("next", &self.next)
+            .finish_non_exhaustive()
+    }
+}
+
+/// How each candidate is decided.
+enum Plan {
+    /// Against the bundle's store, with the policies narrowed once.
+    Narrowed(Box<NarrowedPlan>),
+    /// With the request's own entities: [`Bundle::authorize`] on every
+    /// candidate.
+    Full(Box<Request>),
+}
+
+struct NarrowedPlan {
+    /// The fixed parties; the open one is `None`.
+    principal: Option<cedar_policy::EntityUid>,
+    action: Option<cedar_policy::EntityUid>,
+    resource: Option<cedar_policy::EntityUid>,
+    /// Built once; `None` when it depends on the candidate action (a JSON
+    /// context typed by the schema in an action search).
+    context: Option<Context>,
+    context_input: crate::ContextInput,
+    narrowed: Narrowed,
+}
+
+impl Bundle {
+    /// Starts a search for the entities that can take the `slot` part of
+    /// `template`: that part's type is the searched type, its id is
+    /// ignored. `after` continues after the candidate with that id.
+    ///
+    /// An `Err` is a query that cannot be decided for any candidate: a
+    /// fixed uid, the searched type or the context is malformed.
+    pub fn search(
+        &self,
+        template: &Request,
+        slot: SearchSlot,
+        after: Option<&str>,
+    ) -> Result<Search<'_>, RequestError> {
+        let open_type = {
+            let name = &slot.get(template).type_name;
+            let parsed = cedar_policy::EntityTypeName::from_str(name)
+                .map_err(|err| RequestError::invalid(slot.field(), err))?;
+            AsRef::<EntityType>::as_ref(&parsed).clone()
+        };
+        let candidates = self
+            .search_candidates
+            .get_or_init(|| self.candidates_by_type())
+            .get(&open_type)
+            .cloned()
+            .unwrap_or_else(|| Arc::from(Vec::new()));
+        let next = after.map_or(0, |after| {
+            candidates.partition_point(|uid| AsRef::<str>::as_ref(uid.eid()) <= after)
+        });
+        let plan = if template.entities.is_empty() {
+            Plan::Narrowed(Box::new(self.narrowed_plan(template, slot, &open_type)?))
+        } else {
+            Plan::Full(Box::new(template.clone()))
+        };
+        Ok(Search {
+            bundle: self,
+            slot,
+            candidates,
+            next,
+            plan,
+        })
+    }
+
+    /// How many candidates a search of `entity_type` looks at.
+    pub fn search_candidate_count(&self, entity_type: &str) -> usize {
+        let Ok(parsed) = cedar_policy::EntityTypeName::from_str(entity_type) else {
+            return 0;
+        };
+        self.search_candidates
+            .get_or_init(|| self.candidates_by_type())
+            .get(AsRef::<EntityType>::as_ref(&parsed))
+            .map_or(0, |list| list.len())
+    }
+
+    fn candidates_by_type(&self) -> CandidatesByType {
+        let mut by_type: HashMap<EntityType, Vec<EntityUID>> = HashMap::new();
+        let mut add = |uid: &EntityUID| {
+            by_type
+                .entry(uid.entity_type().clone())
+                .or_default()
+                .push(uid.clone());
+        };
+        let store: &crate::cedar_internals::CoreEntities = self.entities.as_ref();
+        store.iter().for_each(|entity| add(entity.uid()));
+        // Without a schema, an action may exist only in the policies.
+        if let Some(schema) = &self.schema {
+            schema.actions().for_each(|uid| add(uid.as_ref()));
+        }
+        self.index.named_actions().for_each(&mut add);
+        by_type
+            .into_iter()
+            .map(|(entity_type, mut uids)| {
+                uids.sort_by(|a, b| {
+                    AsRef::<str>::as_ref(a.eid()).cmp(AsRef::<str>::as_ref(b.eid()))
+                });
+                uids.dedup();
+                (entity_type, Arc::from(uids))
+            })
+            .collect()
+    }
+
+    fn narrowed_plan(
+        &self,
+        template: &Request,
+        slot: SearchSlot,
+        open_type: &EntityType,
+    ) -> Result<NarrowedPlan, RequestError> {
+        let fixed = |wanted: SearchSlot, uid: &EntityUid| {
+            (slot != wanted)
+                .then(|| cedar_uid(uid, wanted.field()))
+                .transpose()
+        };
+        let principal = fixed(SearchSlot::Principal, &template.principal)?;
+        let action = fixed(SearchSlot::Action, &template.action)?;
+        let resource = fixed(SearchSlot::Resource, &template.resource)?;
+        // A JSON context is typed by the schema's declaration for the
+        // action, so an action search builds it for each action.
+        let context = match (&action, &template.context, &self.schema) {
+            (None, crate::ContextInput::Json(_), Some(_)) => None,
+            // Typed, or untyped by any schema: the same for every action.
+            (fixed_action, input, _) => {
+                let mut budget = NodeBudget::new(&self.limits);
+                Some(self.cedar_context(input, fixed_action.as_ref(), &mut budget)?)
+            }
+        };
+        let narrowed = {
+            let store = self.entities.as_ref();
+            let core = |uid: &Option<cedar_policy::EntityUid>| {
+                uid.as_ref()
+                    .map(|uid| AsRef::<EntityUID>::as_ref(uid).clone())
+            };
+            let (p, a, r) = (core(&principal), core(&action), core(&resource));
+            // The open party's place holds any fixed uid: `narrow` ignores it.
+            let placeholder = p.as_ref().or(a.as_ref()).or(r.as_ref());
+            match placeholder {
+                Some(placeholder) => {
+                    let fixed_parties = parties(
+                        p.as_ref().unwrap_or(placeholder),
+                        a.as_ref().unwrap_or(placeholder),
+                        r.as_ref().unwrap_or(placeholder),
+                        |uid| in_store(store, uid),
+                    );
+                    self.index.narrow(slot.open(), &fixed_parties, open_type)
+                }
+                None => Narrowed::default(),
+            }
+        };
+        Ok(NarrowedPlan {
+            principal,
+            action,
+            resource,
+            context,
+            context_input: template.context.clone(),
+            narrowed,
+        })
+    }
+
+    /// The real authorization of one candidate, over the policies whose
+    /// scope matches it.
+    fn decide_narrowed(
+        &self,
+        plan: &NarrowedPlan,
+        slot: SearchSlot,
+        candidate: &EntityUID,
+        positions: &[u32],
+    ) -> Result<Response, RequestError> {
+        let open = cedar_policy::EntityUid::from(candidate.clone());
+        let pick = |wanted: SearchSlot, fixed: &Option<cedar_policy::EntityUid>| {
+            if slot == wanted {
+                Some(open.clone())
+            } else {
+                fixed.clone()
+            }
+        };
+        let (Some(principal), Some(action), Some(resource)) = (
+            pick(SearchSlot::Principal, &plan.principal),
+            pick(SearchSlot::Action, &plan.action),
+            pick(SearchSlot::Resource, &plan.resource),
+        ) else {
+            return Err(RequestError::invalid(
+                "request",
+                "principal, action and resource must all be known",
+            ));
+        };
+        let context = match &plan.context {
+            Some(context) => context.clone(),
+            None => {
+                let mut budget = NodeBudget::new(&self.limits);
+                self.cedar_context(&plan.context_input, Some(&action), &mut budget)?
+            }
+        };
+        let request =
+            cedar_policy::Request::new(principal, action, resource, context, self.schema.as_ref())
+                .map_err(|err| RequestError::invalid("request", err))?;
+        let core_request: &crate::cedar_internals::ast::Request = request.as_ref();
+        let evaluation =
+            self.index
+                .evaluate(positions, core_request.clone(), self.entities.as_ref());
+        Ok(Response {
+            decision: evaluation.decision,
+            determining_policies: evaluation.determining_policies,
+            errors: evaluation.errors,
+            bundle_id: self.id.clone(),
+        })
+    }
+}
+
+impl Iterator for Search<'_> {
+    type Item = SearchHit;
+
+    fn next(&mut self) -> Option<SearchHit> {
+        loop {
+            let candidate = self.candidates.get(self.next)?;
+            self.next += 1;
+            let uid = EntityUid::new(
+                candidate.entity_type().to_string(),
+                AsRef::<str>::as_ref(candidate.eid()),
+            );
+            let outcome = match &self.plan {
+                Plan::Full(template) => {
+                    let mut request = (**template).clone();
+                    *self.slot.of(&mut request) = uid.clone();
+                    self.bundle.authorize(&request)
+                }
+                Plan::Narrowed(plan) => {
+                    let store = self.bundle.entities.as_ref();
+                    let applicable = {
+                        let found = parties(
+                            fixed_or(&plan.principal, candidate),
+                            fixed_or(&plan.action, candidate),
+                            fixed_or(&plan.resource, candidate),
+                            |uid| in_store(store, uid),
+                        );
+                        self.bundle.index.applicable_narrowed(
+                            &plan.narrowed,
+                            &found,
+                            self.slot.open(),
+                        )
+                    };
+                    // No permit can be satisfied: denied, nothing to confirm.
+                    if !self.bundle.index.any_permit(&applicable) {
+                        continue;
+                    }
+                    self.bundle
+                        .decide_narrowed(plan, self.slot, candidate, &applicable)
+                }
+            };
+            return Some(SearchHit { uid, outcome });
+        }
+    }
+}
+
+/// A fixed party's uid, or the candidate in the open place.
+fn fixed_or<'a>(
+    fixed: &'a Option<cedar_policy::EntityUid>,
+    candidate: &'a EntityUID,
+) -> &'a EntityUID {
+    fixed.as_ref().map_or(candidate, AsRef::as_ref)
+}
