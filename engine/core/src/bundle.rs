@@ -397,6 +397,18 @@ pub fn hex(bytes: &[u8]) -> String {
     text
 }
 
+/// SHA-256 over `parts`, each framed by its length so that no two lists
+/// of parts share a digest: 64 hex digits. For hosts that bind their own
+/// tokens to a bundle and a query.
+pub fn digest_of_parts(parts: &[&[u8]]) -> String {
+    let mut hasher = Sha256::new();
+    for part in parts {
+        hasher.update((part.len() as u64).to_le_bytes());
+        hasher.update(part);
+    }
+    hex(&hasher.finalize())
+}
+
 /// A bundle that failed to load, with every problem found.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub struct LoadError {

@@ -27,7 +27,7 @@ mod value;
 pub use backend::{AuthorizeError, Backend, BoxFuture, NativeBackend};
 pub use bundle::{
     Bundle, BundleDir, BundleFile, BundleReadError, BundleSource, DEFAULT_MAX_FILE_BYTES,
-    LoadError, hex,
+    LoadError, digest_of_parts, hex,
 };
 pub use diagnostic::{Diagnostic, SourcedProblem};
 pub use nesting::{MAX_NESTING, MAX_OPERATOR_DEPTH};

@@ -15,6 +15,7 @@ pub mod error;
 pub mod jwt;
 pub mod metrics;
 pub mod proxy;
+pub mod search;
 pub mod server;
 pub mod state;
 
