@@ -489,21 +489,26 @@ impl PolicyIndex {
         narrowed
     }
 
-    /// The positions of the policies whose scope matches a search's request
-    /// for one candidate (the open party of `parties`): the same set
-    /// [`PolicyIndex::applicable`] finds, gathered from the narrowed policies.
+    /// Fills `found` with the positions of the policies whose scope matches
+    /// a search's request for one candidate (the open party of `parties`):
+    /// the same set [`PolicyIndex::applicable`] finds, gathered from the
+    /// narrowed policies. Returns whether one of them is a permit; when
+    /// none is, `found` may hold more than the matching policies, since a
+    /// candidate no permit can reach needs no evaluation.
     pub(crate) fn applicable_narrowed(
         &self,
         narrowed: &Narrowed,
         parties: &Parties<'_>,
         open: OpenSlot,
-    ) -> Vec<u32> {
+        found: &mut Vec<u32>,
+    ) -> bool {
         let party = match open {
             OpenSlot::Principal => &parties.principal,
             OpenSlot::Action => &parties.action,
             OpenSlot::Resource => &parties.resource,
         };
-        let mut found = narrowed.always.clone();
+        found.clear();
+        found.extend_from_slice(&narrowed.always);
         if !narrowed.by_anchor.is_empty() {
             let ancestors = party.entity.into_iter().flat_map(ast::Entity::ancestors);
             for uid in std::iter::once(party.uid).chain(ancestors) {
@@ -512,9 +517,18 @@ impl PolicyIndex {
                 }
             }
         }
+        // Cheap first: most candidates of a large store have no permit near.
+        if !self.any_permit(found) {
+            return false;
+        }
         found.sort_unstable();
         found.dedup();
-        self.matching(found, parties)
+        found.retain(|position| {
+            self.policies
+                .get(*position as usize)
+                .is_some_and(|entry| entry.scope_matches(parties))
+        });
+        self.any_permit(found)
     }
 
     /// Whether any policy at `positions` is a permit: without one, Cedar

@@ -31,16 +31,27 @@ use std::sync::Arc;
 
 use cedar_policy::Context;
 
-use crate::authorize::{in_store, parties};
+use crate::authorize::in_store;
 use crate::bundle::Bundle;
-use crate::cedar_internals::ast::{EntityType, EntityUID};
+use crate::cedar_internals::ast::{self, EntityType, EntityUID};
+use crate::cedar_internals::{ValidatorEntityTypeKind, ValidatorSchema};
 use crate::index::{Narrowed, OpenSlot};
+use crate::index::{Parties, Party};
 use crate::request::{NodeBudget, Request, RequestError, cedar_uid};
 use crate::response::Response;
 use crate::value::EntityUid;
 
 /// Every searchable entity, by type, each list sorted by id.
-pub(crate) type CandidatesByType = HashMap<EntityType, Arc<[EntityUID]>>;
+pub(crate) type CandidatesByType = HashMap<EntityType, Arc<[Candidate]>>;
+
+/// One candidate: its uid, and its entity when the store holds it (an
+/// action only the schema or the policies name has none), shared with the
+/// store's so that no candidate is looked up again.
+#[derive(Debug, Clone)]
+pub(crate) struct Candidate {
+    uid: EntityUID,
+    entity: Option<Arc<ast::Entity>>,
+}
 
 /// The part of a request a search leaves open.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -104,9 +115,14 @@ pub struct SearchHit {
 pub struct Search<'bundle> {
     bundle: &'bundle Bundle,
     slot: SearchSlot,
-    candidates: Arc<[EntityUID]>,
+    candidates: Arc<[Candidate]>,
     next: usize,
-    plan: Plan,
+    plan: Plan<'bundle>,
+    /// The applicable policies of the current candidate, reused.
+    positions: Vec<u32>,
+    /// The schema check's outcome, once made, when it is the same for
+    /// every candidate.
+    checked: Option<Result<(), RequestError>>,
 }
 
 impl std::fmt::Debug for Search<'_> {
@@ -120,24 +136,34 @@ impl std::fmt::Debug for Search<'_> {
 }
 
 /// How each candidate is decided.
-enum Plan {
+enum Plan<'bundle> {
     /// Against the bundle's store, with the policies narrowed once.
-    Narrowed(Box<NarrowedPlan>),
+    Narrowed(Box<NarrowedPlan<'bundle>>),
     /// With the request's own entities: [`Bundle::authorize`] on every
     /// candidate.
     Full(Box<Request>),
 }
 
-struct NarrowedPlan {
+struct NarrowedPlan<'bundle> {
     /// The fixed parties; the open one is `None`.
     principal: Option<cedar_policy::EntityUid>,
     action: Option<cedar_policy::EntityUid>,
     resource: Option<cedar_policy::EntityUid>,
+    /// Their entities in the store, looked up once.
+    principal_entity: Option<&'bundle ast::Entity>,
+    action_entity: Option<&'bundle ast::Entity>,
+    resource_entity: Option<&'bundle ast::Entity>,
     /// Built once; `None` when it depends on the candidate action (a JSON
     /// context typed by the schema in an action search).
     context: Option<Context>,
     context_input: crate::ContextInput,
     narrowed: Narrowed,
+    /// Whether each candidate's request is checked against the schema.
+    /// Cedar's check reads the principal's and resource's types (their ids
+    /// only for enumerated types), the action and the context; so when
+    /// only the id of a non-enumerated type varies, the first candidate's
+    /// check holds for every one.
+    check_each: bool,
 }
 
 impl Bundle {
@@ -166,7 +192,8 @@ impl Bundle {
             .cloned()
             .unwrap_or_else(|| Arc::from(Vec::new()));
         let next = after.map_or(0, |after| {
-            candidates.partition_point(|uid| AsRef::<str>::as_ref(uid.eid()) <= after)
+            candidates
+                .partition_point(|candidate| AsRef::<str>::as_ref(candidate.uid.eid()) <= after)
         });
         let plan = if template.entities.is_empty() {
             Plan::Narrowed(Box::new(self.narrowed_plan(template, slot, &open_type)?))
@@ -179,6 +206,8 @@ impl Bundle {
             candidates,
             next,
             plan,
+            positions: Vec::new(),
+            checked: None,
         })
     }
 
@@ -194,28 +223,39 @@ impl Bundle {
     }
 
     fn candidates_by_type(&self) -> CandidatesByType {
-        let mut by_type: HashMap<EntityType, Vec<EntityUID>> = HashMap::new();
-        let mut add = |uid: &EntityUID| {
+        let mut by_type: HashMap<EntityType, Vec<Candidate>> = HashMap::new();
+        let mut add = |uid: &EntityUID, entity: Option<&Arc<ast::Entity>>| {
             by_type
                 .entry(uid.entity_type().clone())
                 .or_default()
-                .push(uid.clone());
+                .push(Candidate {
+                    uid: uid.clone(),
+                    entity: entity.cloned(),
+                });
         };
-        let store: &crate::cedar_internals::CoreEntities = self.entities.as_ref();
-        store.iter().for_each(|entity| add(entity.uid()));
-        // Without a schema, an action may exist only in the policies.
-        if let Some(schema) = &self.schema {
-            schema.actions().for_each(|uid| add(uid.as_ref()));
+        for entity in self.graph.shared_entities() {
+            add(entity.uid(), Some(entity));
         }
-        self.index.named_actions().for_each(&mut add);
+        // Without a schema, an action may exist only in the policies; with
+        // one, the store holds every declared action already.
+        if let Some(schema) = &self.schema {
+            schema.actions().for_each(|uid| add(uid.as_ref(), None));
+        }
+        for uid in self.index.named_actions() {
+            add(uid, None);
+        }
         by_type
             .into_iter()
-            .map(|(entity_type, mut uids)| {
-                uids.sort_by(|a, b| {
-                    AsRef::<str>::as_ref(a.eid()).cmp(AsRef::<str>::as_ref(b.eid()))
+            .map(|(entity_type, mut candidates)| {
+                // By id; the store's entry (with its entity) first among
+                // equal uids, so that it is the one kept.
+                candidates.sort_by(|a, b| {
+                    AsRef::<str>::as_ref(a.uid.eid())
+                        .cmp(AsRef::<str>::as_ref(b.uid.eid()))
+                        .then_with(|| b.entity.is_some().cmp(&a.entity.is_some()))
                 });
-                uids.dedup();
-                (entity_type, Arc::from(uids))
+                candidates.dedup_by(|later, kept| later.uid == kept.uid);
+                (entity_type, Arc::from(candidates))
             })
             .collect()
     }
@@ -225,7 +265,7 @@ impl Bundle {
         template: &Request,
         slot: SearchSlot,
         open_type: &EntityType,
-    ) -> Result<NarrowedPlan, RequestError> {
+    ) -> Result<NarrowedPlan<'_>, RequestError> {
         let fixed = |wanted: SearchSlot, uid: &EntityUid| {
             (slot != wanted)
                 .then(|| cedar_uid(uid, wanted.field()))
@@ -244,32 +284,53 @@ impl Bundle {
                 Some(self.cedar_context(input, fixed_action.as_ref(), &mut budget)?)
             }
         };
+        let store = self.entities.as_ref();
+        let entity_of = |uid: &Option<cedar_policy::EntityUid>| {
+            uid.as_ref()
+                .and_then(|uid| in_store(store, AsRef::<EntityUID>::as_ref(uid)))
+        };
+        let (principal_entity, action_entity, resource_entity) = (
+            entity_of(&principal),
+            entity_of(&action),
+            entity_of(&resource),
+        );
         let narrowed = {
-            let store = self.entities.as_ref();
             let core = |uid: &Option<cedar_policy::EntityUid>| {
                 uid.as_ref()
                     .map(|uid| AsRef::<EntityUID>::as_ref(uid).clone())
             };
             let (p, a, r) = (core(&principal), core(&action), core(&resource));
             // The open party's place holds any fixed uid: `narrow` ignores it.
-            let placeholder = p.as_ref().or(a.as_ref()).or(r.as_ref());
-            match placeholder {
+            match p.as_ref().or(a.as_ref()).or(r.as_ref()) {
                 Some(placeholder) => {
-                    let fixed_parties = parties(
-                        p.as_ref().unwrap_or(placeholder),
-                        a.as_ref().unwrap_or(placeholder),
-                        r.as_ref().unwrap_or(placeholder),
-                        |uid| in_store(store, uid),
-                    );
+                    let open = Party {
+                        uid: placeholder,
+                        entity: None,
+                    };
+                    let fixed_parties = Parties {
+                        principal: fixed_or_open(p.as_ref(), principal_entity, open),
+                        action: fixed_or_open(a.as_ref(), action_entity, open),
+                        resource: fixed_or_open(r.as_ref(), resource_entity, open),
+                    };
                     self.index.narrow(slot.open(), &fixed_parties, open_type)
                 }
                 None => Narrowed::default(),
             }
         };
+        let enumerated = self.schema.as_ref().is_some_and(|schema| {
+            let validator: &ValidatorSchema = schema.as_ref();
+            validator
+                .get_entity_type(open_type)
+                .is_some_and(|known| matches!(known.kind, ValidatorEntityTypeKind::Enum(_)))
+        });
         Ok(NarrowedPlan {
+            check_each: slot == SearchSlot::Action || enumerated,
             principal,
             action,
             resource,
+            principal_entity,
+            action_entity,
+            resource_entity,
             context,
             context_input: template.context.clone(),
             narrowed,
@@ -280,10 +341,11 @@ impl Bundle {
     /// scope matches it.
     fn decide_narrowed(
         &self,
-        plan: &NarrowedPlan,
+        plan: &NarrowedPlan<'_>,
         slot: SearchSlot,
         candidate: &EntityUID,
         positions: &[u32],
+        checked: &mut Option<Result<(), RequestError>>,
     ) -> Result<Response, RequestError> {
         let open = cedar_policy::EntityUid::from(candidate.clone());
         let pick = |wanted: SearchSlot, fixed: &Option<cedar_policy::EntityUid>| {
@@ -310,9 +372,18 @@ impl Bundle {
                 self.cedar_context(&plan.context_input, Some(&action), &mut budget)?
             }
         };
-        let request =
-            cedar_policy::Request::new(principal, action, resource, context, self.schema.as_ref())
-                .map_err(|err| RequestError::invalid("request", err))?;
+        let schema = match (self.schema.as_ref(), plan.check_each, checked.as_ref()) {
+            (Some(_), false, Some(Err(refused))) => return Err(refused.clone()),
+            // The same types, action and context as a request already checked.
+            (Some(_), false, Some(Ok(()))) => None,
+            (schema, _, _) => schema,
+        };
+        let request = cedar_policy::Request::new(principal, action, resource, context, schema)
+            .map_err(|err| RequestError::invalid("request", err));
+        if !plan.check_each && schema.is_some() {
+            *checked = Some(request.as_ref().map(|_| ()).map_err(Clone::clone));
+        }
+        let request = request?;
         let core_request: &crate::cedar_internals::ast::Request = request.as_ref();
         let evaluation =
             self.index
@@ -333,48 +404,72 @@ impl Iterator for Search<'_> {
         loop {
             let candidate = self.candidates.get(self.next)?;
             self.next += 1;
-            let uid = EntityUid::new(
-                candidate.entity_type().to_string(),
-                AsRef::<str>::as_ref(candidate.eid()),
-            );
             let outcome = match &self.plan {
                 Plan::Full(template) => {
                     let mut request = (**template).clone();
-                    *self.slot.of(&mut request) = uid.clone();
+                    *self.slot.of(&mut request) = public_uid(&candidate.uid);
                     self.bundle.authorize(&request)
                 }
                 Plan::Narrowed(plan) => {
-                    let store = self.bundle.entities.as_ref();
-                    let applicable = {
-                        let found = parties(
-                            fixed_or(&plan.principal, candidate),
-                            fixed_or(&plan.action, candidate),
-                            fixed_or(&plan.resource, candidate),
-                            |uid| in_store(store, uid),
-                        );
-                        self.bundle.index.applicable_narrowed(
-                            &plan.narrowed,
-                            &found,
-                            self.slot.open(),
-                        )
+                    let open = Party {
+                        uid: &candidate.uid,
+                        entity: candidate.entity.as_deref(),
+                    };
+                    let parties = Parties {
+                        principal: fixed_or_open(
+                            core(&plan.principal),
+                            plan.principal_entity,
+                            open,
+                        ),
+                        action: fixed_or_open(core(&plan.action), plan.action_entity, open),
+                        resource: fixed_or_open(core(&plan.resource), plan.resource_entity, open),
                     };
                     // No permit can be satisfied: denied, nothing to confirm.
-                    if !self.bundle.index.any_permit(&applicable) {
+                    if !self.bundle.index.applicable_narrowed(
+                        &plan.narrowed,
+                        &parties,
+                        self.slot.open(),
+                        &mut self.positions,
+                    ) {
                         continue;
                     }
-                    self.bundle
-                        .decide_narrowed(plan, self.slot, candidate, &applicable)
+                    self.bundle.decide_narrowed(
+                        plan,
+                        self.slot,
+                        &candidate.uid,
+                        &self.positions,
+                        &mut self.checked,
+                    )
                 }
             };
-            return Some(SearchHit { uid, outcome });
+            return Some(SearchHit {
+                uid: public_uid(&candidate.uid),
+                outcome,
+            });
         }
     }
 }
 
-/// A fixed party's uid, or the candidate in the open place.
-fn fixed_or<'a>(
-    fixed: &'a Option<cedar_policy::EntityUid>,
-    candidate: &'a EntityUID,
-) -> &'a EntityUID {
-    fixed.as_ref().map_or(candidate, AsRef::as_ref)
+fn public_uid(uid: &EntityUID) -> EntityUid {
+    EntityUid::new(
+        uid.entity_type().to_string(),
+        AsRef::<str>::as_ref(uid.eid()),
+    )
+}
+
+/// A fixed party's core uid.
+fn core(uid: &Option<cedar_policy::EntityUid>) -> Option<&EntityUID> {
+    uid.as_ref().map(AsRef::as_ref)
+}
+
+/// A fixed party, or the candidate in the open place.
+fn fixed_or_open<'a>(
+    fixed: Option<&'a EntityUID>,
+    entity: Option<&'a ast::Entity>,
+    open: Party<'a>,
+) -> Party<'a> {
+    match fixed {
+        Some(uid) => Party { uid, entity },
+        None => open,
+    }
 }

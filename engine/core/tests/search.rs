@@ -493,3 +493,131 @@ fn a_malformed_query_is_refused() {
     );
     assert_eq!(bundle.search_candidate_count("Doc"), DOCS);
 }
+
+const TYPED_SCHEMA: &str = r#"
+entity Group in [Group];
+entity User in [Group] { level: Long };
+entity Folder in [Folder];
+entity Doc in [Folder] { level: Long, owner: User };
+action "read", "write" appliesTo { principal: [User], resource: [Doc, Folder], context: { flag: Bool } };
+action "purge" appliesTo { principal: [User], resource: [Doc], context: { flag: Bool } };
+"#;
+
+const TYPED_POLICIES: &str = r#"
+permit (principal, action, resource) when { context.flag };
+permit (principal in Group::"g0", action == Action::"read", resource in Folder::"f0");
+permit (principal, action == Action::"purge", resource) when { principal.level > 2 };
+forbid (principal, action == Action::"write", resource is Doc) unless { resource.owner == principal };
+permit (principal, action, resource is Doc) when { resource.level + 9223372036854775807 > principal.level };
+"#;
+
+const TYPED_ENTITIES: &str = r#"[
+  {"uid": {"type": "Group", "id": "g0"}, "attrs": {}, "parents": []},
+  {"uid": {"type": "Group", "id": "g1"}, "attrs": {}, "parents": [{"type": "Group", "id": "g0"}]},
+  {"uid": {"type": "User", "id": "ann"}, "attrs": {"level": 3}, "parents": [{"type": "Group", "id": "g1"}]},
+  {"uid": {"type": "User", "id": "bo"}, "attrs": {"level": 1}, "parents": []},
+  {"uid": {"type": "Folder", "id": "f0"}, "attrs": {}, "parents": []},
+  {"uid": {"type": "Folder", "id": "f1"}, "attrs": {}, "parents": [{"type": "Folder", "id": "f0"}]},
+  {"uid": {"type": "Folder", "id": "f2"}, "attrs": {}, "parents": []},
+  {"uid": {"type": "Doc", "id": "a"}, "attrs": {"level": 0, "owner": {"__entity": {"type": "User", "id": "ann"}}}, "parents": [{"type": "Folder", "id": "f1"}]},
+  {"uid": {"type": "Doc", "id": "b"}, "attrs": {"level": 1, "owner": {"__entity": {"type": "User", "id": "bo"}}}, "parents": [{"type": "Folder", "id": "f2"}]},
+  {"uid": {"type": "Doc", "id": "c"}, "attrs": {"level": 2, "owner": {"__entity": {"type": "User", "id": "bo"}}}, "parents": [{"type": "Folder", "id": "f0"}]}
+]"#;
+
+/// With a schema: each candidate's outcome is exactly `Bundle::authorize`'s,
+/// refusals included (`purge` does not apply to folders), and the allowed
+/// set is plain cedar-policy's.
+#[test]
+fn with_a_schema_every_outcome_is_the_authorization_of_that_candidate() {
+    let source = BundleSource {
+        policies: vec![BundleFile {
+            path: "p.cedar".into(),
+            contents: TYPED_POLICIES.into(),
+        }],
+        schema: Some(BundleFile {
+            path: "s.cedarschema".into(),
+            contents: TYPED_SCHEMA.into(),
+        }),
+        entities: Some(BundleFile {
+            path: "entities.json".into(),
+            contents: TYPED_ENTITIES.into(),
+        }),
+        template_links: None,
+        prepared_schema_json: None,
+    };
+    let bundle = Bundle::load(&source, RequestLimits::default()).unwrap();
+    let users = ["ann", "bo"].map(|id| EntityUid::new("User", id));
+    let docs = ["a", "b", "c"].map(|id| EntityUid::new("Doc", id));
+    let folders = ["f0", "f1", "f2"].map(|id| EntityUid::new("Folder", id));
+    let actions = ["purge", "read", "write"].map(|id| EntityUid::new("Action", id));
+    let mut refused = 0;
+    let mut allowed = 0;
+    for flag in [false, true] {
+        let mut searches: Vec<(Request, SearchSlot, Vec<EntityUid>)> = Vec::new();
+        for user in &users {
+            for action in &actions {
+                for (kind, candidates) in [("Doc", &docs), ("Folder", &folders)] {
+                    let template =
+                        request(user.clone(), action.clone(), EntityUid::new(kind, ""), flag);
+                    searches.push((template, SearchSlot::Resource, candidates.to_vec()));
+                }
+            }
+            for resource in docs.iter().chain(&folders) {
+                let template = request(
+                    user.clone(),
+                    EntityUid::new("Action", ""),
+                    resource.clone(),
+                    flag,
+                );
+                searches.push((template, SearchSlot::Action, actions.to_vec()));
+            }
+        }
+        for action in &actions {
+            for resource in docs.iter().chain(&folders) {
+                let template = request(
+                    EntityUid::new("User", ""),
+                    action.clone(),
+                    resource.clone(),
+                    flag,
+                );
+                searches.push((template, SearchSlot::Principal, users.to_vec()));
+            }
+        }
+        for (template, slot, candidates) in searches {
+            let hits: Vec<_> = bundle.search(&template, slot, None).unwrap().collect();
+            for candidate in &candidates {
+                let mut one = template.clone();
+                match slot {
+                    SearchSlot::Principal => one.principal = candidate.clone(),
+                    SearchSlot::Action => one.action = candidate.clone(),
+                    SearchSlot::Resource => one.resource = candidate.clone(),
+                }
+                let authorized = bundle.authorize(&one);
+                let what = format!("{slot:?} {template:?}: {candidate}");
+                match hits.iter().find(|hit| &hit.uid == candidate) {
+                    Some(hit) => assert_eq!(hit.outcome, authorized, "{what}"),
+                    None => assert!(!authorized.as_ref().is_ok_and(|r| r.is_allowed()), "{what}"),
+                }
+                let context = json!({ "flag": flag }).to_string();
+                let parse =
+                    |uid: &EntityUid| cedar_edge_oracle::uid(&uid.type_name, &uid.id).unwrap();
+                let plain = cedar_edge_oracle::request(
+                    parse(&one.principal),
+                    parse(&one.action),
+                    parse(&one.resource),
+                    &context,
+                    bundle.schema(),
+                )
+                .map(|plain| {
+                    cedar_edge_oracle::decide(&plain, bundle.policies(), bundle.entities()).allowed
+                });
+                let ours = authorized.as_ref().is_ok_and(|r| r.is_allowed());
+                assert_eq!(ours, plain.clone().unwrap_or(false), "{what}");
+                refused += usize::from(authorized.is_err());
+                allowed += usize::from(ours);
+            }
+        }
+    }
+    assert!(refused > 10, "{refused}");
+    assert!(allowed > 20, "{allowed}");
+}
