@@ -531,6 +531,27 @@ impl PolicyIndex {
         self.any_permit(found)
     }
 
+    /// The anchors under which a narrowed search files a permit, or `None`
+    /// when a permit fits every candidate of the searched type. A candidate
+    /// that is none of these anchors and descends from none of them gathers
+    /// no permit in [`PolicyIndex::applicable_narrowed`], so it is denied.
+    pub(crate) fn permit_anchors<'narrowed>(
+        &self,
+        narrowed: &'narrowed Narrowed,
+    ) -> Option<Vec<&'narrowed EntityUID>> {
+        if self.any_permit(&narrowed.always) {
+            return None;
+        }
+        Some(
+            narrowed
+                .by_anchor
+                .iter()
+                .filter(|(_, bucket)| self.any_permit(bucket))
+                .map(|(uid, _)| uid)
+                .collect(),
+        )
+    }
+
     /// Whether any policy at `positions` is a permit: without one, Cedar
     /// denies whatever the others evaluate to.
     pub(crate) fn any_permit(&self, positions: &[u32]) -> bool {

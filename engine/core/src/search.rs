@@ -41,8 +41,19 @@ use crate::request::{NodeBudget, Request, RequestError, cedar_uid};
 use crate::response::Response;
 use crate::value::EntityUid;
 
-/// Every searchable entity, by type, each list sorted by id.
-pub(crate) type CandidatesByType = HashMap<EntityType, Arc<[Candidate]>>;
+/// Every searchable entity, by type.
+pub(crate) type CandidatesByType = HashMap<EntityType, Arc<TypeCandidates>>;
+
+/// The candidates of one type.
+#[derive(Debug, Default)]
+pub(crate) struct TypeCandidates {
+    /// Sorted by id.
+    list: Vec<Candidate>,
+    /// For each uid, the positions in `list` of the candidates that are it
+    /// or descend from it, ascending: the only candidates a permit
+    /// anchored there can reach.
+    under: HashMap<EntityUID, Vec<u32>>,
+}
 
 /// One candidate: its uid, and its entity when the store holds it (an
 /// action only the schema or the policies name has none), shared with the
@@ -51,6 +62,12 @@ pub(crate) type CandidatesByType = HashMap<EntityType, Arc<[Candidate]>>;
 pub(crate) struct Candidate {
     uid: EntityUID,
     entity: Option<Arc<ast::Entity>>,
+}
+
+impl Candidate {
+    fn id(&self) -> &str {
+        self.uid.eid().as_ref()
+    }
 }
 
 /// The part of a request a search leaves open.
@@ -115,7 +132,11 @@ pub struct SearchHit {
 pub struct Search<'bundle> {
     bundle: &'bundle Bundle,
     slot: SearchSlot,
-    candidates: Arc<[Candidate]>,
+    candidates: Arc<TypeCandidates>,
+    /// The positions in `candidates` a permit can reach, ascending, when
+    /// no permit reaches them all; `None`: every candidate.
+    reachable: Option<Vec<u32>>,
+    /// The next place in `reachable`, or else in the candidates.
     next: usize,
     plan: Plan<'bundle>,
     /// The applicable policies of the current candidate, reused.
@@ -123,13 +144,15 @@ pub struct Search<'bundle> {
     /// The schema check's outcome, once made, when it is the same for
     /// every candidate.
     checked: Option<Result<(), RequestError>>,
+    /// The searched type's name, written once.
+    type_name: String,
 }
 
 impl std::fmt::Debug for Search<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Search")
             .field("slot", &self.slot)
-            .field("candidates", &self.candidates.len())
+            .field("candidates", &self.candidates.list.len())
             .field("next", &self.next)
             .finish_non_exhaustive()
     }
@@ -190,24 +213,50 @@ impl Bundle {
             .get_or_init(|| self.candidates_by_type())
             .get(&open_type)
             .cloned()
-            .unwrap_or_else(|| Arc::from(Vec::new()));
-        let next = after.map_or(0, |after| {
-            candidates
-                .partition_point(|candidate| AsRef::<str>::as_ref(candidate.uid.eid()) <= after)
-        });
+            .unwrap_or_default();
         let plan = if template.entities.is_empty() {
             Plan::Narrowed(Box::new(self.narrowed_plan(template, slot, &open_type)?))
         } else {
             Plan::Full(Box::new(template.clone()))
         };
+        // Without a permit that fits every candidate, only those under a
+        // permit's anchor can be allowed: the rest are never looked at.
+        let reachable = match &plan {
+            Plan::Full(_) => None,
+            Plan::Narrowed(plan) => self.index.permit_anchors(&plan.narrowed).map(|anchors| {
+                let mut reachable: Vec<u32> = anchors
+                    .into_iter()
+                    .filter_map(|anchor| candidates.under.get(anchor))
+                    .flatten()
+                    .copied()
+                    .collect();
+                reachable.sort_unstable();
+                reachable.dedup();
+                reachable
+            }),
+        };
+        let id_at = |position: u32| {
+            candidates
+                .list
+                .get(position as usize)
+                .map_or("", Candidate::id)
+        };
+        let next = after.map_or(0, |after| match &reachable {
+            Some(reachable) => reachable.partition_point(|position| id_at(*position) <= after),
+            None => candidates
+                .list
+                .partition_point(|candidate| candidate.id() <= after),
+        });
         Ok(Search {
             bundle: self,
             slot,
             candidates,
+            reachable,
             next,
             plan,
             positions: Vec::new(),
             checked: None,
+            type_name: open_type.to_string(),
         })
     }
 
@@ -219,7 +268,7 @@ impl Bundle {
         self.search_candidates
             .get_or_init(|| self.candidates_by_type())
             .get(AsRef::<EntityType>::as_ref(&parsed))
-            .map_or(0, |list| list.len())
+            .map_or(0, |candidates| candidates.list.len())
     }
 
     fn candidates_by_type(&self) -> CandidatesByType {
@@ -255,7 +304,15 @@ impl Bundle {
                         .then_with(|| b.entity.is_some().cmp(&a.entity.is_some()))
                 });
                 candidates.dedup_by(|later, kept| later.uid == kept.uid);
-                (entity_type, Arc::from(candidates))
+                let mut under: HashMap<EntityUID, Vec<u32>> = HashMap::new();
+                for (position, candidate) in candidates.iter().enumerate() {
+                    let ancestors = candidate.entity.iter().flat_map(|e| e.ancestors());
+                    for uid in std::iter::once(&candidate.uid).chain(ancestors) {
+                        under.entry(uid.clone()).or_default().push(position as u32);
+                    }
+                }
+                let list = candidates;
+                (entity_type, Arc::new(TypeCandidates { list, under }))
             })
             .collect()
     }
@@ -402,12 +459,17 @@ impl Iterator for Search<'_> {
 
     fn next(&mut self) -> Option<SearchHit> {
         loop {
-            let candidate = self.candidates.get(self.next)?;
+            let position = match &self.reachable {
+                Some(reachable) => *reachable.get(self.next)? as usize,
+                None => self.next,
+            };
+            let candidate = self.candidates.list.get(position)?;
             self.next += 1;
             let outcome = match &self.plan {
                 Plan::Full(template) => {
                     let mut request = (**template).clone();
-                    *self.slot.of(&mut request) = public_uid(&candidate.uid);
+                    *self.slot.of(&mut request) =
+                        EntityUid::new(self.type_name.clone(), candidate.id());
                     self.bundle.authorize(&request)
                 }
                 Plan::Narrowed(plan) => {
@@ -443,18 +505,11 @@ impl Iterator for Search<'_> {
                 }
             };
             return Some(SearchHit {
-                uid: public_uid(&candidate.uid),
+                uid: EntityUid::new(self.type_name.clone(), candidate.id()),
                 outcome,
             });
         }
     }
-}
-
-fn public_uid(uid: &EntityUID) -> EntityUid {
-    EntityUid::new(
-        uid.entity_type().to_string(),
-        AsRef::<str>::as_ref(uid.eid()),
-    )
 }
 
 /// A fixed party's core uid.
