@@ -7,7 +7,8 @@
 //! A [`Bundle`] is loaded once from a [`BundleSource`]; each [`Request`] is
 //! then decided against it with [`Bundle::authorize`]. Hosts decide through
 //! the [`Backend`] trait: [`NativeBackend`] here, the component backend in
-//! `cedar-edge-runtime`.
+//! `cedar-edge-runtime`. [`Bundle::search`] finds the entities of a type
+//! that a request with one part left open allows.
 
 mod authorize;
 mod backend;

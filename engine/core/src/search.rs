@@ -19,7 +19,14 @@
 //!   `TemplateBody::condition` and `ExprKind::And` in cedar-policy-core
 //!   4.14.1);
 //! - a candidate whose matching policies hold no permit is denied whatever
-//!   the forbids do, so it is not authorized at all and not yielded.
+//!   the forbids do, so it is not authorized at all and not yielded; when
+//!   no permit fits every candidate, only the candidates under a permit's
+//!   anchor are looked at;
+//! - the schema's check of the request reads the principal's and
+//!   resource's types (their ids only for enumerated types), the action
+//!   and the context, so when only the id of a non-enumerated type varies
+//!   it is made once (`validate_scope_variables` and `validate_context` in
+//!   cedar-policy-core's `validator/coreschema.rs`).
 //!
 //! A request that brings entities of its own can change the hierarchy the
 //! scopes are checked against; such a search authorizes every candidate
