@@ -18,3 +18,6 @@ pub const BUNDLE: u8 = 65;
 pub const SUITE: u8 = 66;
 /// The policy component could not be started.
 pub const RUNTIME: u8 = 70;
+/// `serve`: the configuration is wrong, or the service stopped on an
+/// error it could not recover from.
+pub const CONFIG: u8 = 78;

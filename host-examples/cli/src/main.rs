@@ -30,6 +30,8 @@ enum Command {
     Test(command::test::TestArgs),
     /// Show which decisions change between two versions of a bundle.
     Diff(command::diff::DiffArgs),
+    /// Run the decision service: AuthZEN for authenticated callers.
+    Serve(command::serve::ServeArgs),
 }
 
 /// The stack the commands run on. Cedar's parsers recurse per nesting level
@@ -72,5 +74,6 @@ fn run(cli: Cli) -> u8 {
         Command::Fmt(args) => command::fmt::run(&args),
         Command::Test(args) => command::test::run(&args),
         Command::Diff(args) => command::diff::run(&args),
+        Command::Serve(args) => command::serve::run(&args),
     }
 }

@@ -141,17 +141,27 @@ fn through_gateway(scratch: &Path) -> (String, String) {
         ),
     )
     .unwrap();
-    let config = cedar_edge_gateway::config::GatewayConfig::read(&config).unwrap();
+    let mut config = cedar_edge_gateway::config::GatewayConfig::read(&config).unwrap();
     let runtime = tokio::runtime::Runtime::new().unwrap();
-    let listener = runtime
-        .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
-        .unwrap();
-    let port = listener.local_addr().unwrap().port();
+    let bind = || {
+        runtime
+            .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+            .unwrap()
+    };
+    let (proxy, admin) = (bind(), bind());
+    let port = proxy.local_addr().unwrap().port();
+    let admin_port = admin.local_addr().unwrap().port();
+    config.admin_listen = Some(admin.local_addr().unwrap());
+    let listeners = cedar_edge_gateway::Listeners {
+        proxy: Some(proxy),
+        pdp: None,
+        admin: Some(admin),
+    };
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let (_reload, reloads) = tokio::sync::mpsc::channel(1);
     let task = runtime.spawn(cedar_edge_gateway::run(
         config,
-        listener,
+        listeners,
         async move {
             let _ = stopped.await;
         },
@@ -159,7 +169,7 @@ fn through_gateway(scratch: &Path) -> (String, String) {
     ));
     let mut health = None;
     for _ in 0..600 {
-        let reply = http::get(port, "GET", "/healthz", &[]);
+        let reply = http::get(admin_port, "GET", "/healthz", &[]);
         if reply.status == 200 {
             health = Some(reply.json()["bundle_id"].as_str().unwrap().to_owned());
             break;

@@ -77,6 +77,10 @@ pub struct AuditEntry {
     pub latency_us: u64,
     /// Whether authorization was on.
     pub authorization: bool,
+    /// The decision-service caller that asked, by its configured name.
+    pub caller: Option<String>,
+    /// The caller's `X-Request-ID`, and the item's index in a batch.
+    pub request_id: Option<String>,
 }
 
 impl AuditEntry {
@@ -101,6 +105,10 @@ struct Line<'a> {
     latency_us: u64,
     claims: Option<Redacted<'a>>,
     authorization: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    caller: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    request_id: Option<&'a str>,
 }
 
 /// The writer task; await [`AuditWriter::finish`] to close the log.
@@ -268,6 +276,8 @@ fn serialise(entry: &AuditEntry, redaction: &Redaction, line: &mut Vec<u8>) -> b
         latency_us: entry.latency_us,
         claims: entry.claims.as_ref().map(|claims| redaction.apply(claims)),
         authorization: entry.authorization,
+        caller: entry.caller.as_deref(),
+        request_id: entry.request_id.as_deref(),
     };
     match serde_json::to_writer(&mut *line, &fields) {
         Ok(()) => {

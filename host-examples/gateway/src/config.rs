@@ -12,13 +12,25 @@ use crate::error::GatewayError;
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct GatewayConfig {
-    /// Where the gateway listens.
-    pub listen: SocketAddr,
+    /// Where the proxy listens. Without it the process is a decision
+    /// service only (`pdp`, `ext_authz`), and `mapping`, `upstreams`,
+    /// `routes` and `issuers` are not needed.
+    #[serde(default)]
+    pub listen: Option<SocketAddr>,
+    /// Where `/healthz` and `/metrics` are served: never on the proxy or
+    /// decision listeners, which face clients.
+    #[serde(default)]
+    pub admin_listen: Option<SocketAddr>,
+    /// The AuthZEN decision service, on a listener of its own.
+    #[serde(default)]
+    pub pdp: Option<PdpConfig>,
     /// The bundle directory; watched for changes.
     pub bundle: PathBuf,
     /// The claims → entities and route → action/resource mapping (JSON), the
-    /// same form the Envoy filter reads beside its bundle.
-    pub mapping: PathBuf,
+    /// same form the Envoy filter reads beside its bundle. Needed by the
+    /// proxy and by `ext_authz`.
+    #[serde(default)]
+    pub mapping: Option<PathBuf>,
     /// `component` (default) or `native`.
     #[serde(default)]
     pub backend: BackendKind,
@@ -27,10 +39,13 @@ pub struct GatewayConfig {
     #[serde(default = "yes")]
     pub authorization: bool,
     /// Upstream name → base URL (`http://host:port`).
+    #[serde(default)]
     pub upstreams: BTreeMap<String, String>,
     /// Path prefix → upstream name; the longest matching prefix wins.
+    #[serde(default)]
     pub routes: Vec<ProxyRoute>,
-    /// Trusted token issuers.
+    /// Trusted token issuers of the proxy's clients.
+    #[serde(default)]
     pub issuers: Vec<IssuerConfig>,
     /// Clock skew allowed on `exp` and `nbf`.
     #[serde(default = "default_leeway")]
@@ -65,10 +80,6 @@ pub struct GatewayConfig {
     /// discarded.
     #[serde(default)]
     pub trusted_proxies: Vec<Cidr>,
-    /// AuthZEN subject and resource `type` → Cedar entity type, for types
-    /// that are not already Cedar type names.
-    #[serde(default)]
-    pub authzen_types: BTreeMap<String, String>,
 }
 
 fn yes() -> bool {
@@ -89,6 +100,169 @@ fn default_settle() -> u64 {
 
 fn default_unauthenticated_records() -> u32 {
     100
+}
+
+/// The AuthZEN decision service: its listener, who may call it, and what
+/// one request may cost.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PdpConfig {
+    /// Where it listens.
+    pub listen: SocketAddr,
+    /// TLS for the listener; with `client_ca`, callers may authenticate
+    /// with certificates.
+    #[serde(default)]
+    pub tls: Option<TlsConfig>,
+    /// The PDP identifier published in its metadata, with no path, query or
+    /// fragment (`https://pdp.example.com`). Unset: the listen address, as
+    /// `https://` under TLS. Never taken from a request's `Host`.
+    #[serde(default)]
+    pub public_url: Option<String>,
+    /// Who may ask for decisions. Everyone else gets 401.
+    pub callers: Vec<CallerConfig>,
+    /// AuthZEN subject and resource `type` → Cedar entity type, for types
+    /// that are not Cedar type names already. Checked against the schema.
+    #[serde(default)]
+    pub types: BTreeMap<String, String>,
+    /// The Cedar entity type of actions: an AuthZEN action `name` is an id
+    /// of this type. Checked against the schema.
+    #[serde(default = "default_action_type")]
+    pub action_type: String,
+    /// What one request may cost.
+    #[serde(default)]
+    pub limits: PdpLimits,
+    /// `Cache-Control: max-age` of the metadata document.
+    #[serde(default = "default_metadata_max_age")]
+    pub metadata_max_age_seconds: u64,
+}
+
+fn default_action_type() -> String {
+    "Action".to_owned()
+}
+
+fn default_metadata_max_age() -> u64 {
+    300
+}
+
+/// A listener's certificate, and the CA its callers' certificates chain to.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    /// PEM certificate chain, leaf first.
+    pub certificate: PathBuf,
+    /// PEM private key (PKCS#8, PKCS#1 or SEC1).
+    pub private_key: PathBuf,
+    /// PEM CA certificates that caller certificates must chain to; a
+    /// certificate is then asked for, and verified when sent. Callers
+    /// without `mtls` may still connect without one.
+    #[serde(default)]
+    pub client_ca: Option<PathBuf>,
+}
+
+/// One caller of the decision service, and what it may see and send.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CallerConfig {
+    /// The name its decisions are audited under.
+    pub name: String,
+    /// Authenticates with a client certificate (needs `tls.client_ca`)
+    /// that names this identity.
+    #[serde(default)]
+    pub mtls: Option<CertificateIdentity>,
+    /// Authenticates with `Authorization: Bearer SECRET`, where this is
+    /// the hex SHA-256 of SECRET (`printf %s "$SECRET" | sha256sum`). The
+    /// secret itself is never in the configuration.
+    #[serde(default)]
+    pub bearer_sha256: Option<String>,
+    /// Authenticates with a JWT from this issuer in `Authorization:
+    /// Bearer`.
+    #[serde(default)]
+    pub jwt: Option<IssuerConfig>,
+    /// With `jwt`: the `sub` the token must carry; unset accepts any
+    /// subject of the issuer and audience.
+    #[serde(default)]
+    pub jwt_subject: Option<String>,
+    /// Whether answers carry `context.reason_admin`: the determining policy
+    /// ids and evaluation errors. They tell a caller how the policies are
+    /// written, so only trusted callers should see them.
+    #[serde(default)]
+    pub reason_admin: bool,
+    /// Whether subject and resource `properties` in requests are used.
+    #[serde(default)]
+    pub request_attributes: RequestAttributes,
+}
+
+/// The identity a caller's certificate must carry: `{ dns_name: … }` or
+/// `{ uri: … }` in the configuration.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(try_from = "CertificateName")]
+pub enum CertificateIdentity {
+    /// A DNS subject alternative name, compared without regard to case.
+    DnsName(String),
+    /// A URI subject alternative name, such as a SPIFFE id, compared
+    /// exactly.
+    Uri(String),
+}
+
+/// How the configuration spells a [`CertificateIdentity`].
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CertificateName {
+    #[serde(default)]
+    dns_name: Option<String>,
+    #[serde(default)]
+    uri: Option<String>,
+}
+
+impl TryFrom<CertificateName> for CertificateIdentity {
+    type Error = String;
+
+    fn try_from(name: CertificateName) -> Result<Self, String> {
+        match (name.dns_name, name.uri) {
+            (Some(dns_name), None) => Ok(Self::DnsName(dns_name)),
+            (None, Some(uri)) => Ok(Self::Uri(uri)),
+            _ => Err("`mtls` needs exactly one of `dns_name` and `uri`".to_owned()),
+        }
+    }
+}
+
+/// What becomes of `properties` a caller sends for a subject or resource.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RequestAttributes {
+    /// Never used: entities come only from the bundle. Otherwise a caller
+    /// could ask about a subject the bundle lacks and give it whatever
+    /// roles it likes.
+    #[default]
+    Ignored,
+    /// Used as the attributes of subjects and resources the bundle lacks
+    /// (the bundle's own entities keep their attributes).
+    Trusted,
+}
+
+/// What one decision-service request may cost.
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PdpLimits {
+    /// Items in one `evaluations` request; more is a 400.
+    pub max_batch_items: usize,
+    /// Requests decided at once; more wait their turn.
+    pub max_concurrent_requests: usize,
+    /// Bytes of one request body; more is a 413.
+    pub max_body_bytes: usize,
+    /// Results in one search page.
+    pub max_search_page: usize,
+}
+
+impl Default for PdpLimits {
+    fn default() -> Self {
+        Self {
+            max_batch_items: 100,
+            max_concurrent_requests: 64,
+            max_body_bytes: 256 * 1024,
+            max_search_page: 1000,
+        }
+    }
 }
 
 /// An address block, such as `10.0.0.0/8` or `::1/128`; a bare address is
@@ -248,24 +422,57 @@ impl GatewayConfig {
         let base = path.parent().unwrap_or(Path::new("."));
         let resolve = |relative: &Path| base.join(relative);
         config.bundle = resolve(&config.bundle);
-        config.mapping = resolve(&config.mapping);
+        config.mapping = config.mapping.as_deref().map(resolve);
         config.audit_log = resolve(&config.audit_log);
-        for issuer in &mut config.issuers {
-            if let Some(file) = &issuer.jwks_file {
-                issuer.jwks_file = Some(resolve(file));
+        let resolve_issuer = |issuer: &mut IssuerConfig| {
+            issuer.jwks_file = issuer.jwks_file.as_deref().map(resolve);
+            issuer.jwks_ca_file = issuer.jwks_ca_file.as_deref().map(resolve);
+        };
+        config.issuers.iter_mut().for_each(resolve_issuer);
+        if let Some(pdp) = &mut config.pdp {
+            if let Some(tls) = &mut pdp.tls {
+                tls.certificate = resolve(&tls.certificate);
+                tls.private_key = resolve(&tls.private_key);
+                tls.client_ca = tls.client_ca.as_deref().map(resolve);
             }
-            if let Some(file) = &issuer.jwks_ca_file {
-                issuer.jwks_ca_file = Some(resolve(file));
-            }
+            pdp.callers
+                .iter_mut()
+                .filter_map(|caller| caller.jwt.as_mut())
+                .for_each(resolve_issuer);
         }
         config.check()?;
         Ok(config)
     }
 
     fn check(&self) -> Result<(), GatewayError> {
+        if self.listen.is_none() && self.pdp.is_none() {
+            return Err(field(
+                "nothing to serve: set `listen` (the proxy) or `pdp` (the decision service)",
+            ));
+        }
+        if self.listen.is_some() {
+            self.check_proxy()?;
+        }
+        if let Some(pdp) = &self.pdp {
+            pdp.check()?;
+        }
+        Ok(())
+    }
+
+    fn check_proxy(&self) -> Result<(), GatewayError> {
+        let needed = |name: &str| field(format!("`{name}` is needed with `listen` (the proxy)"));
+        if self.mapping.is_none() {
+            return Err(needed("mapping"));
+        }
+        if self.upstreams.is_empty() {
+            return Err(needed("upstreams"));
+        }
+        if self.routes.is_empty() {
+            return Err(needed("routes"));
+        }
         for route in &self.routes {
             if !self.upstreams.contains_key(&route.upstream) {
-                return Err(GatewayError::Field(format!(
+                return Err(field(format!(
                     "`routes`: prefix `{}` names the unknown upstream `{}`",
                     route.prefix, route.upstream
                 )));
@@ -273,32 +480,145 @@ impl GatewayConfig {
         }
         for (name, url) in &self.upstreams {
             if !url.starts_with("http://") {
-                return Err(GatewayError::Field(format!(
+                return Err(field(format!(
                     "`upstreams.{name}`: `{url}` is not an http:// URL"
                 )));
             }
         }
         for issuer in &self.issuers {
-            if issuer.jwks_file.is_none() == issuer.jwks_url.is_none() {
-                return Err(GatewayError::Field(format!(
-                    "`issuers`: `{}` needs exactly one of `jwks_file` and `jwks_url`",
-                    issuer.issuer
-                )));
-            }
-            if let Some(url) = &issuer.jwks_url {
-                check_jwks_url(&issuer.issuer, url, issuer.jwks_ca_file.is_some())?;
-            } else if issuer.jwks_ca_file.is_some() {
-                return Err(GatewayError::Field(format!(
-                    "`issuers`: `{}` has `jwks_ca_file` without `jwks_url`",
-                    issuer.issuer
-                )));
-            }
+            check_issuer("issuers", issuer)?;
         }
         if self.issuers.is_empty() {
-            return Err(GatewayError::Field(
-                "`issuers` is empty: no token could ever be verified".to_owned(),
+            return Err(field("`issuers` is empty: no token could ever be verified"));
+        }
+        Ok(())
+    }
+}
+
+impl PdpConfig {
+    /// The PDP identifier: the configured public URL, or the listen
+    /// address with the listener's scheme.
+    pub fn identifier(&self) -> String {
+        self.public_url.as_ref().map_or_else(
+            || {
+                let scheme = if self.tls.is_some() { "https" } else { "http" };
+                format!("{scheme}://{}", self.listen)
+            },
+            |url| url.trim_end_matches('/').to_owned(),
+        )
+    }
+
+    fn check(&self) -> Result<(), GatewayError> {
+        match &self.public_url {
+            Some(url) => check_public_url(url, self.tls.is_some())?,
+            None if self.listen.ip().is_unspecified() => {
+                return Err(field(format!(
+                    "`pdp.public_url` is needed: `pdp.listen` ({}) is not an address callers can use",
+                    self.listen
+                )));
+            }
+            None => {}
+        }
+        if self.callers.is_empty() {
+            return Err(field(
+                "`pdp.callers` is empty: every caller must authenticate, so none could call",
             ));
         }
+        let limits = &self.limits;
+        for (name, value) in [
+            ("max_batch_items", limits.max_batch_items),
+            ("max_concurrent_requests", limits.max_concurrent_requests),
+            ("max_body_bytes", limits.max_body_bytes),
+            ("max_search_page", limits.max_search_page),
+        ] {
+            if value == 0 {
+                return Err(field(format!("`pdp.limits.{name}` must be at least 1")));
+            }
+        }
+        let mut names = std::collections::BTreeSet::new();
+        for caller in &self.callers {
+            let at = format!("`pdp.callers`: `{}`", caller.name);
+            if !names.insert(caller.name.as_str()) {
+                return Err(field(format!("{at} is named twice")));
+            }
+            let ways = usize::from(caller.mtls.is_some())
+                + usize::from(caller.bearer_sha256.is_some())
+                + usize::from(caller.jwt.is_some());
+            if ways != 1 {
+                return Err(field(format!(
+                    "{at} needs exactly one of `mtls`, `bearer_sha256` and `jwt`"
+                )));
+            }
+            if caller.mtls.is_some() && self.tls.as_ref().is_none_or(|tls| tls.client_ca.is_none())
+            {
+                return Err(field(format!(
+                    "{at} authenticates with `mtls`, which needs `pdp.tls.client_ca`"
+                )));
+            }
+            if let Some(hash) = &caller.bearer_sha256
+                && (hash.len() != 64 || !hash.bytes().all(|byte| byte.is_ascii_hexdigit()))
+            {
+                return Err(field(format!(
+                    "{at}: `bearer_sha256` is not 64 hex digits (a SHA-256)"
+                )));
+            }
+            if let Some(issuer) = &caller.jwt {
+                check_issuer("pdp.callers", issuer)?;
+            } else if caller.jwt_subject.is_some() {
+                return Err(field(format!("{at} has `jwt_subject` without `jwt`")));
+            }
+            // A bearer credential sent in the clear can be replayed by
+            // anyone on the path; only this machine's loopback is spared.
+            let bearer = caller.bearer_sha256.is_some() || caller.jwt.is_some();
+            if bearer && self.tls.is_none() && !self.listen.ip().is_loopback() {
+                return Err(field(format!(
+                    "{at} sends a bearer credential, which needs `pdp.tls` on a non-loopback `pdp.listen`"
+                )));
+            }
+        }
+        Ok(())
+    }
+}
+
+fn field(message: impl Into<String>) -> GatewayError {
+    GatewayError::Field(message.into())
+}
+
+/// The PDP identifier must be a bare origin, `https://` under TLS.
+fn check_public_url(url: &str, tls: bool) -> Result<(), GatewayError> {
+    let refuse = |why: &str| Err(field(format!("`pdp.public_url` `{url}` {why}")));
+    let Ok(uri) = url.parse::<hyper::Uri>() else {
+        return refuse("is not a URL");
+    };
+    if uri.host().is_none_or(str::is_empty) {
+        return refuse("has no host");
+    }
+    if uri.query().is_some() || url.contains('#') || !matches!(uri.path(), "" | "/") {
+        return refuse("must have no path, query or fragment");
+    }
+    match uri.scheme_str() {
+        Some("https") => Ok(()),
+        Some("http") if tls => refuse("is http://, but the listener serves TLS"),
+        Some("http") => Ok(()),
+        _ => refuse("is not an https:// URL"),
+    }
+}
+
+fn check_issuer(section: &str, issuer: &IssuerConfig) -> Result<(), GatewayError> {
+    if issuer.jwks_file.is_none() == issuer.jwks_url.is_none() {
+        return Err(field(format!(
+            "`{section}`: `{}` needs exactly one of `jwks_file` and `jwks_url`",
+            issuer.issuer
+        )));
+    }
+    if let Some(url) = &issuer.jwks_url {
+        check_jwks_url(&issuer.issuer, url, issuer.jwks_ca_file.is_some())
+    } else if issuer.jwks_ca_file.is_some() {
+        Err(field(format!(
+            "`{section}`: `{}` has `jwks_ca_file` without `jwks_url`",
+            issuer.issuer
+        )))
+    } else {
         Ok(())
     }
 }

@@ -1,44 +1,60 @@
 //! cedar-edge's identity-aware gateway: a tokio reverse proxy that verifies
 //! OIDC tokens, decides with Cedar through the WebAssembly component, and
-//! forwards only what is allowed; plus the AuthZEN decision API, hot
-//! reload, an audit log synced every second, and Prometheus metrics.
+//! forwards only what is allowed; the AuthZEN decision service for
+//! authenticated callers; hot reload, an audit log synced every second,
+//! and Prometheus metrics.
 //!
-//! Connections are bounded: a cap on open client connections (the rest
-//! wait in the listen backlog), a header-read timeout, an idle timeout, a
-//! pause after a failed accept, and a drain time after which shutdown cuts
-//! whatever is still open.
+//! Each role has a listener of its own: the proxy, the decision service
+//! (optionally TLS, with client certificates) and the admin endpoints
+//! (`/healthz`, `/metrics`), so that what faces clients never exposes the
+//! others.
+//!
+//! Connections are bounded: a cap on open client connections across the
+//! listeners (the rest wait in the listen backlog), a header-read timeout
+//! (which also bounds a TLS handshake), an idle timeout, a pause after a
+//! failed accept, and a drain time after which shutdown cuts whatever is
+//! still open.
 
 pub mod audit;
 pub mod authzen;
+pub mod callers;
 pub mod config;
 pub mod error;
 pub mod jwt;
 pub mod metrics;
+pub mod pdp;
 pub mod proxy;
 pub mod search;
 pub mod server;
 pub mod state;
+pub mod tls;
 
+use std::convert::Infallible;
 use std::future::Future;
+use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
+use hyper::body::Incoming;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
+use hyper::{Request as HttpReq, Response};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 
 use crate::audit::{AuditAccess, AuditLog};
-use crate::config::GatewayConfig;
+use crate::config::{ConnectionLimits, GatewayConfig};
 use crate::error::GatewayError;
 use crate::metrics::{ConnectionCut, Metrics};
+use crate::pdp::{ConnectionInfo, Pdp};
+use crate::proxy::Body;
 use crate::server::Gateway;
-use crate::state::{BundleSlot, Reload};
+use crate::state::{BundleChecks, BundleSlot, Reload};
 
 /// The pause after a failed accept (such as EMFILE), so that the loop does
 /// not spin while descriptors are short.
@@ -51,37 +67,103 @@ pub struct RunSummary {
     pub audit_records: u64,
 }
 
-/// Serves on `listener` until `shutdown` completes, then drains in-flight
-/// requests and flushes the audit log. `reload` (SIGHUP in the binary)
-/// asks for an immediate bundle reload each time it yields.
+/// The sockets a gateway serves on, one per configured role: bind them
+/// from the configuration with [`Listeners::bind`], or hand in sockets of
+/// your own (tests bind port 0).
+#[derive(Debug, Default)]
+pub struct Listeners {
+    /// The proxy's (`listen`).
+    pub proxy: Option<TcpListener>,
+    /// The decision service's (`pdp.listen`).
+    pub pdp: Option<TcpListener>,
+    /// `/healthz` and `/metrics` (`admin_listen`).
+    pub admin: Option<TcpListener>,
+}
+
+impl Listeners {
+    /// Binds every address the configuration names.
+    pub async fn bind(config: &GatewayConfig) -> Result<Self, GatewayError> {
+        async fn bind(address: Option<SocketAddr>) -> Result<Option<TcpListener>, GatewayError> {
+            match address {
+                Some(address) => TcpListener::bind(address).await.map(Some).map_err(|err| {
+                    GatewayError::Field(format!("cannot listen on {address}: {err}"))
+                }),
+                None => Ok(None),
+            }
+        }
+        Ok(Self {
+            proxy: bind(config.listen).await?,
+            pdp: bind(config.pdp.as_ref().map(|pdp| pdp.listen)).await?,
+            admin: bind(config.admin_listen).await?,
+        })
+    }
+}
+
+/// Serves on the listeners until `shutdown` completes, then drains
+/// in-flight requests and flushes the audit log. `reload` (SIGHUP in the
+/// binary) asks for an immediate bundle reload each time it yields.
 pub async fn run(
     config: GatewayConfig,
-    listener: TcpListener,
+    listeners: Listeners,
     shutdown: impl Future<Output = ()>,
     mut reload: tokio::sync::mpsc::Receiver<()>,
 ) -> Result<RunSummary, GatewayError> {
+    if listeners.proxy.is_some() != config.listen.is_some()
+        || listeners.pdp.is_some() != config.pdp.is_some()
+        || listeners.admin.is_some() != config.admin_listen.is_some()
+    {
+        return Err(GatewayError::Field(
+            "the listeners given do not match `listen`, `pdp.listen` and `admin_listen`".to_owned(),
+        ));
+    }
     let metrics = Arc::new(Metrics::default());
-    let mapping_text =
-        std::fs::read_to_string(&config.mapping).map_err(|err| GatewayError::Read {
-            path: config.mapping.clone(),
-            message: err.to_string(),
-        })?;
-    let mapping = serde_json::from_str(&mapping_text).map_err(|err| GatewayError::Config {
-        path: config.mapping.clone(),
-        message: err.to_string(),
-    })?;
+    let mapping = match &config.mapping {
+        Some(path) => {
+            let text = std::fs::read_to_string(path).map_err(|err| GatewayError::Read {
+                path: path.clone(),
+                message: err.to_string(),
+            })?;
+            Some(
+                serde_json::from_str(&text).map_err(|err| GatewayError::Config {
+                    path: path.clone(),
+                    message: err.to_string(),
+                })?,
+            )
+        }
+        None => None,
+    };
+    let checks = BundleChecks {
+        mapping,
+        authzen: config
+            .pdp
+            .as_ref()
+            .map(|pdp| (pdp.types.clone(), pdp.action_type.clone())),
+    };
     let bundles = {
         let (dir, backend, metrics) = (config.bundle.clone(), config.backend, Arc::clone(&metrics));
         let settle = Duration::from_millis(config.reload_settle_ms);
         Arc::new(
-            state::on_load_thread(move || {
-                BundleSlot::start(dir, mapping, backend, settle, metrics)
-            })
-            .await??,
+            state::on_load_thread(move || BundleSlot::start(dir, checks, backend, settle, metrics))
+                .await??,
         )
     };
     let verifier =
         jwt::Verifier::new(&config.issuers, config.leeway_seconds, Arc::clone(&metrics)).await?;
+    let pdp_parts = match &config.pdp {
+        Some(pdp) => {
+            let callers =
+                callers::Callers::new(&pdp.callers, config.leeway_seconds, Arc::clone(&metrics))
+                    .await?;
+            let tls = pdp
+                .tls
+                .as_ref()
+                .map(tls::server_config)
+                .transpose()?
+                .map(tokio_rustls::TlsAcceptor::from);
+            Some((pdp.clone(), callers, tls))
+        }
+        None => None,
+    };
     let access = if config.audit_log_group_readable {
         AuditAccess::Group
     } else {
@@ -95,7 +177,13 @@ pub async fn run(
     )
     .await?;
     let limits = config.connections;
-    tracing::info!(listen = %config.listen, bundle_id = %bundles.serving().bundle_id(), "gateway started");
+    tracing::info!(
+        proxy = ?config.listen,
+        pdp = ?config.pdp.as_ref().map(|pdp| pdp.listen),
+        admin = ?config.admin_listen,
+        bundle_id = %bundles.serving().bundle_id(),
+        "gateway started"
+    );
 
     let poll = Duration::from_millis(config.reload_poll_ms.max(50));
     let gateway = Arc::new(Gateway {
@@ -126,22 +214,127 @@ pub async fn run(
         }
     });
 
-    let graceful = GracefulShutdown::new();
     let cap = connection_cap(limits.max);
-    let slots = Arc::new(tokio::sync::Semaphore::new(cap));
-    let idle = Duration::from_millis(limits.idle_timeout_ms.max(1));
+    let shared = Shared {
+        slots: Arc::new(tokio::sync::Semaphore::new(cap)),
+        limits,
+        metrics: Arc::clone(&gateway.metrics),
+    };
+    tracing::info!(max_connections = cap, "accepting connections");
+    let (stop_serving, stopped) = tokio::sync::watch::channel(false);
+    let mut served = Vec::new();
+    let mut serve = |listener: Option<TcpListener>, role: Role, tls| {
+        if let Some(listener) = listener {
+            served.push(tokio::spawn(serve_listener(
+                listener,
+                role,
+                tls,
+                shared.clone(),
+                stopped.clone(),
+            )));
+        }
+    };
+    serve(listeners.proxy, Role::Proxy(Arc::clone(&gateway)), None);
+    serve(listeners.admin, Role::Admin(Arc::clone(&gateway)), None);
+    if let Some((pdp, callers, tls)) = pdp_parts {
+        let pdp = Arc::new(Pdp::new(Arc::clone(&gateway), pdp, callers));
+        serve(listeners.pdp, Role::Pdp(pdp), tls);
+    }
+    shutdown.await;
+    tracing::info!("shutting down: draining requests");
+    let _ = stop_serving.send(true);
+    for listener in served {
+        let _ = listener.await;
+    }
+    let _ = stop_reload.send(true);
+    let _ = watcher.await;
+    drop(gateway);
+    let audit_records = audit_writer.finish().await?;
+    tracing::info!(audit_records, "audit log flushed");
+    Ok(RunSummary { audit_records })
+}
+
+/// Reads a configuration file and serves it until SIGTERM or Ctrl-C,
+/// reloading the bundle on SIGHUP (and on change): what
+/// `cedar-edge-gateway --config` and `cedar-edge serve --config` run.
+pub async fn serve_config_file(path: &std::path::Path) -> Result<RunSummary, GatewayError> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let config = GatewayConfig::read(path)?;
+    let listeners = Listeners::bind(&config).await?;
+    let signals = |kind| {
+        signal(kind).map_err(|err| GatewayError::Task(format!("cannot watch signals: {err}")))
+    };
+    let mut terminate = signals(SignalKind::terminate())?;
+    let mut hangup = signals(SignalKind::hangup())?;
+    let (reload_sender, reload_receiver) = tokio::sync::mpsc::channel(4);
+    tokio::spawn(async move {
+        while hangup.recv().await.is_some() {
+            tracing::info!("SIGHUP: reloading the bundle");
+            let _ = reload_sender.try_send(());
+        }
+    });
+    let shutdown = async move {
+        tokio::select! {
+            _ = terminate.recv() => {}
+            _ = tokio::signal::ctrl_c() => {}
+        }
+    };
+    run(config, listeners, shutdown, reload_receiver).await
+}
+
+/// What answers a listener's requests.
+#[derive(Clone)]
+enum Role {
+    Proxy(Arc<Gateway>),
+    Admin(Arc<Gateway>),
+    Pdp(Arc<Pdp>),
+}
+
+impl Role {
+    async fn call(
+        self,
+        request: HttpReq<Incoming>,
+        peer: SocketAddr,
+        connection: Arc<ConnectionInfo>,
+    ) -> Result<Response<Body>, Infallible> {
+        match self {
+            Self::Proxy(gateway) => gateway.handle(request, peer).await,
+            Self::Admin(gateway) => gateway.admin(request).await,
+            Self::Pdp(pdp) => pdp.handle(request, connection).await,
+        }
+    }
+}
+
+/// What every listener shares: the connection cap and its limits.
+#[derive(Clone)]
+struct Shared {
+    slots: Arc<tokio::sync::Semaphore>,
+    limits: ConnectionLimits,
+    metrics: Arc<Metrics>,
+}
+
+/// Accepts on one listener until told to stop, then drains its
+/// connections for at most the drain time and cuts the rest.
+async fn serve_listener(
+    listener: TcpListener,
+    role: Role,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+    shared: Shared,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) {
+    let graceful = GracefulShutdown::new();
     let mut connections = tokio::task::JoinSet::new();
+    let limits = shared.limits;
+    let header_timeout = Duration::from_millis(limits.header_read_timeout_ms.max(1));
     let mut http = http1::Builder::new();
     http.timer(TokioTimer::new())
-        .header_read_timeout(Duration::from_millis(limits.header_read_timeout_ms.max(1)));
-    tracing::info!(max_connections = cap, "accepting connections");
-    tokio::pin!(shutdown);
+        .header_read_timeout(header_timeout);
     loop {
         // At the cap, stop accepting: new clients wait in the backlog
         // instead of taking file descriptors the served ones need.
         let slot = tokio::select! {
-            slot = Arc::clone(&slots).acquire_owned() => slot,
-            () = &mut shutdown => break,
+            slot = Arc::clone(&shared.slots).acquire_owned() => slot,
+            _ = stop.changed() => break,
         };
         let Ok(slot) = slot else { break };
         tokio::select! {
@@ -151,28 +344,49 @@ pub async fn run(
                     Err(err) => {
                         // EMFILE and friends leave the listener readable:
                         // pause instead of spinning on the same error.
-                        gateway.metrics.accept_error();
+                        shared.metrics.accept_error();
                         tracing::warn!(error = %err, "accept failed; pausing");
                         tokio::time::sleep(ACCEPT_BACKOFF).await;
                         continue;
                     }
                 };
-                let open = OpenConnection::new(Arc::clone(&gateway.metrics), slot);
+                let open = OpenConnection::new(Arc::clone(&shared.metrics), slot);
                 let stream = Tracked::new(stream);
-                let activity = Arc::clone(&stream.activity);
-                let served = Arc::clone(&gateway);
-                let service = service_fn(move |request| Arc::clone(&served).handle(request, peer));
-                let connection = graceful.watch(http.serve_connection(TokioIo::new(stream), service));
+                let (role, tls, http) = (role.clone(), tls.clone(), http.clone());
+                let watcher = graceful.watcher();
+                let idle = Duration::from_millis(limits.idle_timeout_ms.max(1));
                 connections.spawn(async move {
-                    let cut = tokio::select! {
-                        result = connection => match result {
-                            Ok(()) => None,
-                            Err(err) if err.is_timeout() => Some(ConnectionCut::HeaderTimeout),
-                            Err(err) => {
-                                tracing::debug!(error = %err, "connection ended with an error");
-                                None
+                    let activity = Arc::clone(&stream.activity);
+                    let served = async {
+                        match tls {
+                            None => {
+                                let info = Arc::new(ConnectionInfo::default());
+                                serve_connection(stream, role, peer, info, &http, watcher).await
                             }
-                        },
+                            Some(acceptor) => {
+                                // The handshake gets the header-read time.
+                                let tls = match tokio::time::timeout(header_timeout, acceptor.accept(stream)).await {
+                                    Ok(Ok(tls)) => tls,
+                                    Ok(Err(err)) => {
+                                        tracing::debug!(error = %err, "TLS handshake failed");
+                                        return None;
+                                    }
+                                    Err(_) => return Some(ConnectionCut::HeaderTimeout),
+                                };
+                                let certificate = tls
+                                    .get_ref()
+                                    .1
+                                    .peer_certificates()
+                                    .and_then(|chain| chain.first())
+                                    .map(tls::certificate_identities)
+                                    .unwrap_or_default();
+                                let info = Arc::new(ConnectionInfo { certificate });
+                                serve_connection(tls, role, peer, info, &http, watcher).await
+                            }
+                        }
+                    };
+                    let cut = tokio::select! {
+                        cut = served => cut,
                         () = activity.idle_for(idle) => Some(ConnectionCut::IdleTimeout),
                     };
                     if let Some(cut) = cut {
@@ -182,10 +396,9 @@ pub async fn run(
                 });
             }
             Some(_) = connections.join_next(), if !connections.is_empty() => {}
-            () = &mut shutdown => break,
+            _ = stop.changed() => break,
         }
     }
-    tracing::info!("shutting down: draining requests");
     drop(listener);
     let drain = Duration::from_millis(limits.drain_timeout_ms);
     if tokio::time::timeout(drain, graceful.shutdown())
@@ -199,18 +412,37 @@ pub async fn run(
             "some connections did not finish in time; closing them"
         );
         for _ in 0..open {
-            gateway.metrics.connection_cut(ConnectionCut::Shutdown);
+            shared.metrics.connection_cut(ConnectionCut::Shutdown);
         }
     }
     // Whatever is still open is cut here: a slow client cannot hold the
-    // exit, nor the audit log's close below.
+    // exit, nor the audit log's close after it.
     connections.shutdown().await;
-    let _ = stop_reload.send(true);
-    let _ = watcher.await;
-    drop(gateway);
-    let audit_records = audit_writer.finish().await?;
-    tracing::info!(audit_records, "audit log flushed");
-    Ok(RunSummary { audit_records })
+}
+
+/// Serves HTTP/1 on one connection until it ends; why the gateway cut it,
+/// if it did.
+async fn serve_connection<I>(
+    io: I,
+    role: Role,
+    peer: SocketAddr,
+    info: Arc<ConnectionInfo>,
+    http: &http1::Builder,
+    watcher: hyper_util::server::graceful::Watcher,
+) -> Option<ConnectionCut>
+where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let service = service_fn(move |request| role.clone().call(request, peer, Arc::clone(&info)));
+    let connection = watcher.watch(http.serve_connection(TokioIo::new(io), service));
+    match connection.await {
+        Ok(()) => None,
+        Err(err) if err.is_timeout() => Some(ConnectionCut::HeaderTimeout),
+        Err(err) => {
+            tracing::debug!(error = %err, "connection ended with an error");
+            None
+        }
+    }
 }
 
 /// Connections open at most when `connections.max` is not set.

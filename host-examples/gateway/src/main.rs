@@ -3,9 +3,6 @@
 
 use std::path::PathBuf;
 
-use cedar_edge_gateway::config::GatewayConfig;
-use tokio::signal::unix::{SignalKind, signal};
-
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
     tracing_subscriber::fmt()
@@ -15,39 +12,22 @@ async fn main() -> std::process::ExitCode {
         )
         .json()
         .init();
-    match serve().await {
-        Ok(()) => std::process::ExitCode::SUCCESS,
-        Err(err) => {
-            tracing::error!(error = %format!("{err:#}"), "the gateway stopped");
-            std::process::ExitCode::FAILURE
-        }
-    }
-}
-
-async fn serve() -> anyhow::Result<()> {
     let mut args = std::env::args().skip(1);
     let config_path = match (args.next().as_deref(), args.next()) {
         (Some("--config"), Some(path)) => PathBuf::from(path),
-        _ => anyhow::bail!("usage: cedar-edge-gateway --config FILE"),
-    };
-    let config = GatewayConfig::read(&config_path)?;
-    let listener = tokio::net::TcpListener::bind(config.listen).await?;
-    let mut terminate = signal(SignalKind::terminate())?;
-    let mut hangup = signal(SignalKind::hangup())?;
-    let (reload_sender, reload_receiver) = tokio::sync::mpsc::channel(4);
-    tokio::spawn(async move {
-        while hangup.recv().await.is_some() {
-            tracing::info!("SIGHUP: reloading the bundle");
-            let _ = reload_sender.try_send(());
-        }
-    });
-    let shutdown = async move {
-        tokio::select! {
-            _ = terminate.recv() => {}
-            _ = tokio::signal::ctrl_c() => {}
+        _ => {
+            eprintln!("usage: cedar-edge-gateway --config FILE");
+            return std::process::ExitCode::from(64);
         }
     };
-    let summary = cedar_edge_gateway::run(config, listener, shutdown, reload_receiver).await?;
-    tracing::info!(audit_records = summary.audit_records, "stopped");
-    Ok(())
+    match cedar_edge_gateway::serve_config_file(&config_path).await {
+        Ok(summary) => {
+            tracing::info!(audit_records = summary.audit_records, "stopped");
+            std::process::ExitCode::SUCCESS
+        }
+        Err(err) => {
+            tracing::error!(error = %err, "the gateway stopped");
+            std::process::ExitCode::FAILURE
+        }
+    }
 }

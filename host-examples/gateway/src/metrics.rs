@@ -28,6 +28,7 @@ pub struct Metrics {
     connections_idle_timeout: AtomicU64,
     connections_cut_at_shutdown: AtomicU64,
     accept_errors: AtomicU64,
+    pdp_busy: AtomicU64,
     bundle_id: Mutex<String>,
 }
 
@@ -108,6 +109,12 @@ impl Metrics {
     /// Counts a failed `accept` (such as running out of file descriptors).
     pub fn accept_error(&self) {
         self.accept_errors.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Counts a decision-service request turned away at the concurrency
+    /// cap.
+    pub fn pdp_busy(&self) {
+        self.pdp_busy.fetch_add(1, Ordering::Relaxed);
     }
 
     /// Sets the active bundle.
@@ -202,6 +209,8 @@ impl Metrics {
             "cedar_edge_accept_errors_total {}",
             get(&self.accept_errors)
         );
+        out.push_str("# HELP cedar_edge_pdp_busy_total Decision-service requests turned away (503) at `pdp.limits.max_concurrent_requests`.\n# TYPE cedar_edge_pdp_busy_total counter\n");
+        let _ = writeln!(out, "cedar_edge_pdp_busy_total {}", get(&self.pdp_busy));
         out.push_str("# HELP cedar_edge_bundle_info The active bundle.\n# TYPE cedar_edge_bundle_info gauge\n");
         let bundle = self
             .bundle_id

@@ -11,9 +11,7 @@ use hyper::body::Incoming;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioIo};
-use rustls::pki_types::CertificateDer;
 use rustls::pki_types::ServerName;
-use rustls::pki_types::pem::PemObject as _;
 
 /// Every response body the gateway sends.
 pub type Body = BoxBody<Bytes, hyper::Error>;
@@ -70,30 +68,15 @@ impl JwksClient {
     /// A client that trusts the CAs in `ca_file` (PEM), or the public web
     /// roots when there is none.
     pub fn new(ca_file: Option<&Path>) -> Result<Self, String> {
-        let mut roots = rustls::RootCertStore::empty();
-        match ca_file {
-            Some(path) => {
-                let pem = std::fs::read(path)
-                    .map_err(|err| format!("cannot read `{}`: {err}", path.display()))?;
-                let certificates = CertificateDer::pem_slice_iter(&pem)
-                    .collect::<Result<Vec<_>, _>>()
-                    .map_err(|err| format!("`{}`: {err}", path.display()))?;
-                let (added, _) = roots.add_parsable_certificates(certificates);
-                if added == 0 {
-                    return Err(format!(
-                        "`{}` holds no usable CA certificate",
-                        path.display()
-                    ));
-                }
+        let roots = match ca_file {
+            Some(path) => crate::tls::read_roots(path)?,
+            None => {
+                let mut roots = rustls::RootCertStore::empty();
+                roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+                roots
             }
-            None => roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned()),
-        }
-        // rustls marks ring's provider deprecated for lacking post-quantum
-        // key exchange. A JWKS is public: what TLS must give here is the
-        // server's authenticity, which ring's signatures give; ring also
-        // needs no C toolchain beyond what the workspace already has.
-        #[allow(deprecated)]
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        };
+        let provider = crate::tls::provider();
         let tls = rustls::ClientConfig::builder_with_provider(provider)
             .with_safe_default_protocol_versions()
             .map_err(|err| format!("TLS: {err}"))?

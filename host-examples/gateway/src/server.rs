@@ -1,5 +1,6 @@
-//! Request handling: the proxy path (verify, map, decide, forward), the
-//! AuthZEN API, `/healthz` and `/metrics`.
+//! Request handling: the proxy path (verify, map, decide, forward), and the
+//! admin listener's `/healthz` and `/metrics`. What every listener shares
+//! (decision ids, audit records, the decision itself) lives on [`Gateway`].
 
 use std::convert::Infallible;
 use std::net::{IpAddr, SocketAddr};
@@ -17,7 +18,6 @@ use hyper::{Method, Request as HttpReq, Response, StatusCode};
 use serde_json::{Value, json};
 
 use crate::audit::{AuditEntry, AuditLog};
-use crate::authzen::{self, Evaluation, Evaluations, Names};
 use crate::config::GatewayConfig;
 use crate::jwt::Verifier;
 use crate::metrics::Metrics;
@@ -46,9 +46,6 @@ const FORWARDING: [&str; 12] = [
     "x-real-ip",
 ];
 
-/// The largest AuthZEN request body read.
-const MAX_API_BODY: usize = 1024 * 1024;
-
 /// Everything a request handler needs.
 pub struct Gateway {
     pub(crate) config: GatewayConfig,
@@ -70,27 +67,30 @@ impl std::fmt::Debug for Gateway {
 }
 
 impl Gateway {
-    /// Handles one request; never fails at the HTTP level.
+    /// Handles one proxied request; never fails at the HTTP level.
     pub async fn handle(
         self: Arc<Self>,
         request: HttpReq<Incoming>,
         peer: SocketAddr,
     ) -> Result<Response<Body>, Infallible> {
-        let path = request.uri().path().to_owned();
-        let response = match (request.method(), path.as_str()) {
-            (&Method::GET, "/healthz") => self.healthz(),
-            (&Method::GET, "/metrics") => text(StatusCode::OK, self.metrics.render()),
-            (&Method::GET, "/.well-known/authzen-configuration") => {
-                self.authzen_configuration(&request)
-            }
-            (&Method::POST, "/access/v1/evaluation") => self.evaluation(request).await,
-            (&Method::POST, "/access/v1/evaluations") => self.evaluations(request).await,
-            _ => self.proxy(request, peer).await,
+        Ok(self.proxy(request, peer).await)
+    }
+
+    /// Handles one request to the admin listener.
+    pub async fn admin(
+        self: Arc<Self>,
+        request: HttpReq<Incoming>,
+    ) -> Result<Response<Body>, Infallible> {
+        let response = match request.uri().path() {
+            "/healthz" | "/metrics" if request.method() != Method::GET => method_not_allowed("GET"),
+            "/healthz" => self.healthz(),
+            "/metrics" => text(StatusCode::OK, self.metrics.render()),
+            _ => json_response(StatusCode::NOT_FOUND, &json!({"error": "not found"})),
         };
         Ok(response)
     }
 
-    fn next_decision_id(&self) -> String {
+    pub(crate) fn next_decision_id(&self) -> String {
         let sequence = self.sequence.fetch_add(1, Ordering::Relaxed);
         format!("{:x}-{sequence:x}", self.boot)
     }
@@ -103,29 +103,18 @@ impl Gateway {
         )
     }
 
-    fn authzen_configuration(&self, request: &HttpReq<Incoming>) -> Response<Body> {
-        let host = request
-            .headers()
-            .get(hyper::header::HOST)
-            .and_then(|value| value.to_str().ok())
-            .map_or_else(|| self.config.listen.to_string(), str::to_owned);
-        let base = format!("http://{host}");
-        json_response(
-            StatusCode::OK,
-            &json!({
-                "policy_decision_point": base,
-                "access_evaluation_endpoint": format!("{base}/access/v1/evaluation"),
-                "access_evaluations_endpoint": format!("{base}/access/v1/evaluations"),
-            }),
-        )
-    }
-
     async fn proxy(&self, request: HttpReq<Incoming>, peer: SocketAddr) -> Response<Body> {
         let started = Instant::now();
         let decision_id = self.next_decision_id();
         let active = self.bundles.serving();
         let (mut parts, body) = request.into_parts();
-        let mapping = &active.mapping;
+        // The configuration check makes the proxy need a mapping.
+        let Some(mapping) = active.mapping.as_ref() else {
+            return json_response(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                &json!({"error": "the proxy has no mapping"}),
+            );
+        };
         // The one copy of the headers: checked as the client sent them,
         // then kept equal to what is forwarded, for the decision.
         let mut headers: Vec<(String, Vec<u8>)> = parts
@@ -282,12 +271,16 @@ impl Gateway {
     }
 
     /// Maps and decides; every failure is a deny.
-    async fn decide(
+    pub(crate) async fn decide(
         &self,
         active: &LoadedBundle,
         http: &HttpRequest,
     ) -> (DecisionKind, Option<Request>, Option<Decision>) {
-        let request = match active.mapping.map(http) {
+        let Some(mapping) = active.mapping.as_ref() else {
+            let decision = Decision::denied_by_error("no mapping", active.bundle_id());
+            return (DecisionKind::Error, None, Some(decision));
+        };
+        let request = match mapping.map(http) {
             Ok(request) => request,
             Err(Refusal::NoIdentity) => return (DecisionKind::Unauthenticated, None, None),
             Err(Refusal::Invalid(reason) | Refusal::Malformed(reason)) => {
@@ -296,7 +289,7 @@ impl Gateway {
             }
         };
         let decision = match active.backend.authorize_async(&request).await {
-            Ok(decision) => active.mapping.apply_forbid_errors(decision),
+            Ok(decision) => mapping.apply_forbid_errors(decision),
             Err(err) => Decision::denied_by_error(err.to_string(), active.bundle_id()),
         };
         (
@@ -381,7 +374,12 @@ impl Gateway {
 
     /// An audit entry for a decision; it gets its time and latency when
     /// it is counted.
-    fn audit_entry(&self, decision_id: &str, kind: DecisionKind, bundle_id: &str) -> AuditEntry {
+    pub(crate) fn audit_entry(
+        &self,
+        decision_id: &str,
+        kind: DecisionKind,
+        bundle_id: &str,
+    ) -> AuditEntry {
         AuditEntry {
             decision_id: decision_id.to_owned(),
             kind,
@@ -393,11 +391,13 @@ impl Gateway {
             time: UNIX_EPOCH,
             latency_us: 0,
             authorization: self.config.authorization,
+            caller: None,
+            request_id: None,
         }
     }
 
     /// The audit entry of a request refused before it reached the engine.
-    fn refused_entry(
+    pub(crate) fn refused_entry(
         &self,
         decision_id: &str,
         kind: DecisionKind,
@@ -413,7 +413,7 @@ impl Gateway {
     /// Counts the decision and queues its audit record: the shared decision
     /// record plus the time, the latency, the redacted claims and whether
     /// authorization was on.
-    fn audit_decision(&self, entry: AuditEntry, started: Instant) {
+    pub(crate) fn audit_decision(&self, entry: AuditEntry, started: Instant) {
         if entry.kind == DecisionKind::Unauthenticated {
             self.audit_unverified(entry, started);
         } else {
@@ -425,7 +425,7 @@ impl Gateway {
     /// Anyone can send those, so their records are rate-limited so that
     /// they cannot flood the log; a dropped record is counted. Whether the
     /// record was written.
-    fn audit_unverified(&self, entry: AuditEntry, started: Instant) -> bool {
+    pub(crate) fn audit_unverified(&self, entry: AuditEntry, started: Instant) -> bool {
         if self.audit.admit_unauthenticated() {
             self.count_and_write(entry, started);
             true
@@ -442,104 +442,6 @@ impl Gateway {
         self.metrics.decision(entry.kind, entry.latency_us);
         self.audit.record(entry);
     }
-
-    async fn evaluation(&self, request: HttpReq<Incoming>) -> Response<Body> {
-        let body = match read_json::<Evaluation>(request).await {
-            Ok(body) => body,
-            Err(response) => return *response,
-        };
-        let active = self.bundles.serving();
-        json_response(StatusCode::OK, &self.evaluate(&active, &body).await)
-    }
-
-    async fn evaluations(&self, request: HttpReq<Incoming>) -> Response<Body> {
-        let body = match read_json::<Evaluations>(request).await {
-            Ok(body) => body,
-            Err(response) => return *response,
-        };
-        let active = self.bundles.serving();
-        let mut answers = Vec::new();
-        for item in body.resolve() {
-            answers.push(match item {
-                Ok(evaluation) => self.evaluate(&active, &evaluation).await,
-                Err(reason) => authzen::answer(false, &self.next_decision_id(), &[], &[reason]),
-            });
-        }
-        if body.evaluations.is_empty() {
-            // No `evaluations`: a single evaluation, answered as one.
-            let single = answers.into_iter().next().unwrap_or(Value::Null);
-            return json_response(StatusCode::OK, &single);
-        }
-        json_response(StatusCode::OK, &json!({ "evaluations": answers }))
-    }
-
-    /// One AuthZEN evaluation; any error is `decision: false` with the reason.
-    async fn evaluate(&self, active: &LoadedBundle, evaluation: &Evaluation) -> Value {
-        let started = Instant::now();
-        let decision_id = self.next_decision_id();
-        let names = Names {
-            types: &self.config.authzen_types,
-            action_type: &active.mapping.config().routes.action_type,
-        };
-        let bundle = active.mapping.bundle();
-        let request = match names.request(evaluation, |uid| bundle.has_entity(uid)) {
-            Ok(request) => request,
-            Err(reason) => {
-                let entry = self.refused_entry(
-                    &decision_id,
-                    DecisionKind::Error,
-                    &reason,
-                    active.bundle_id(),
-                );
-                self.audit_decision(entry, started);
-                return authzen::answer(false, &decision_id, &[], &[reason]);
-            }
-        };
-        let decision = match active.backend.authorize_async(&request).await {
-            Ok(decision) => active.mapping.apply_forbid_errors(decision),
-            Err(err) => Decision::denied_by_error(err.to_string(), active.bundle_id()),
-        };
-        let errors: Vec<String> = decision
-            .errors
-            .iter()
-            .map(|error| format!("{}: {}", error.policy_id, error.message))
-            .collect();
-        let answer = authzen::answer(
-            decision.is_allowed(),
-            &decision_id,
-            &decision.determining_policies,
-            &errors,
-        );
-        let kind = DecisionKind::of_response(&decision);
-        let entry = AuditEntry {
-            request: Some(request),
-            response: Some(decision),
-            ..self.audit_entry(&decision_id, kind, active.bundle_id())
-        };
-        self.audit_decision(entry, started);
-        answer
-    }
-}
-
-async fn read_json<T: serde::de::DeserializeOwned>(
-    request: HttpReq<Incoming>,
-) -> Result<T, Box<Response<Body>>> {
-    let limited = http_body_util::Limited::new(request.into_body(), MAX_API_BODY);
-    let bytes = match limited.collect().await {
-        Ok(collected) => collected.to_bytes(),
-        Err(err) => {
-            return Err(Box::new(json_response(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                &json!({"error": format!("cannot read the body: {err}")}),
-            )));
-        }
-    };
-    serde_json::from_slice(&bytes).map_err(|err| {
-        Box::new(json_response(
-            StatusCode::BAD_REQUEST,
-            &json!({"error": format!("invalid request: {err}")}),
-        ))
-    })
 }
 
 fn bearer(headers: &hyper::HeaderMap) -> Option<&str> {
@@ -617,7 +519,19 @@ fn set_header(headers: &mut hyper::HeaderMap, name: &str, value: &str) {
     }
 }
 
-fn json_response(status: StatusCode, body: &Value) -> Response<Body> {
+/// A 405 naming the one method the path takes.
+pub(crate) fn method_not_allowed(allowed: &'static str) -> Response<Body> {
+    let mut response = json_response(
+        StatusCode::METHOD_NOT_ALLOWED,
+        &json!({"error": format!("method not allowed; use {allowed}")}),
+    );
+    response
+        .headers_mut()
+        .insert(hyper::header::ALLOW, HeaderValue::from_static(allowed));
+    response
+}
+
+pub(crate) fn json_response(status: StatusCode, body: &Value) -> Response<Body> {
     let mut response = Response::new(full(Bytes::from(body.to_string())));
     *response.status_mut() = status;
     response.headers_mut().insert(
@@ -637,7 +551,7 @@ fn text(status: StatusCode, body: String) -> Response<Body> {
     response
 }
 
-fn elapsed_micros(started: Instant) -> u64 {
+pub(crate) fn elapsed_micros(started: Instant) -> u64 {
     u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX)
 }
 

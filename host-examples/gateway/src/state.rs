@@ -27,8 +27,11 @@ use crate::metrics::Metrics;
 
 /// One loaded bundle with its mapping and backend.
 pub struct LoadedBundle {
-    /// The claims and route mapping, over the bundle.
-    pub mapping: Mapping,
+    /// The bundle, parsed and validated once.
+    pub bundle: Arc<Bundle>,
+    /// The claims and route mapping over it, when the proxy or `ext_authz`
+    /// needs one.
+    pub mapping: Option<Mapping>,
     /// What decides.
     pub backend: Box<dyn Backend>,
 }
@@ -36,8 +39,19 @@ pub struct LoadedBundle {
 impl LoadedBundle {
     /// The bundle's content hash.
     pub fn bundle_id(&self) -> &str {
-        self.mapping.bundle().id()
+        self.bundle.id()
     }
+}
+
+/// What a loaded bundle must fit besides its own checks: the names the
+/// decision service's configuration uses.
+#[derive(Debug, Clone)]
+pub struct BundleChecks {
+    /// The claims and route mapping, checked against the schema by
+    /// [`Mapping::new`].
+    pub mapping: Option<MappingConfig>,
+    /// AuthZEN type → Cedar type, and the action type, of `pdp`.
+    pub authzen: Option<(std::collections::BTreeMap<String, String>, String)>,
 }
 
 impl std::fmt::Debug for LoadedBundle {
@@ -51,7 +65,7 @@ impl std::fmt::Debug for LoadedBundle {
 /// Holds the serving bundle and knows how to load the next one.
 pub struct BundleSlot {
     bundle_dir: PathBuf,
-    mapping: MappingConfig,
+    checks: BundleChecks,
     runtime: Option<ComponentRuntime>,
     serving: RwLock<Arc<LoadedBundle>>,
     /// A changed content hash, and when a poll first saw it.
@@ -76,7 +90,7 @@ impl BundleSlot {
     /// polled change applies once it has held for `settle`.
     pub fn start(
         bundle_dir: PathBuf,
-        mapping: MappingConfig,
+        checks: BundleChecks,
         backend: BackendKind,
         settle: Duration,
         metrics: Arc<Metrics>,
@@ -87,13 +101,13 @@ impl BundleSlot {
         };
         let first = load(
             &BundleSource::from_dir(&bundle_dir)?,
-            &mapping,
+            &checks,
             runtime.as_ref(),
         )?;
         metrics.set_bundle(first.bundle_id());
         Ok(Self {
             bundle_dir,
-            mapping,
+            checks,
             runtime,
             serving: RwLock::new(Arc::new(first)),
             pending: Mutex::new(None),
@@ -150,7 +164,7 @@ impl BundleSlot {
             }
         }
         set(&self.pending, None);
-        match load(&source, &self.mapping, self.runtime.as_ref()) {
+        match load(&source, &self.checks, self.runtime.as_ref()) {
             Ok(next) => {
                 tracing::info!(bundle_id = %next.bundle_id(), "bundle reloaded");
                 set(&self.refused, None);
@@ -230,7 +244,7 @@ pub async fn on_load_thread<T: Send + 'static>(
 /// backend share it.
 fn load(
     source: &BundleSource,
-    mapping: &MappingConfig,
+    checks: &BundleChecks,
     runtime: Option<&ComponentRuntime>,
 ) -> Result<LoadedBundle, GatewayError> {
     let (bundle, backend): (Arc<Bundle>, Box<dyn Backend>) = match runtime {
@@ -244,6 +258,18 @@ fn load(
             (Arc::clone(&bundle), Box::new(NativeBackend::new(bundle)))
         }
     };
-    let mapping = Mapping::new(mapping.clone(), bundle)?;
-    Ok(LoadedBundle { mapping, backend })
+    if let Some((types, action_type)) = &checks.authzen {
+        let names = crate::authzen::Names { types, action_type };
+        names.check(&bundle).map_err(GatewayError::Field)?;
+    }
+    let mapping = checks
+        .mapping
+        .as_ref()
+        .map(|mapping| Mapping::new(mapping.clone(), Arc::clone(&bundle)))
+        .transpose()?;
+    Ok(LoadedBundle {
+        bundle,
+        mapping,
+        backend,
+    })
 }

@@ -31,8 +31,8 @@ fn ten_thousand_decisions_then_sigterm_give_ten_thousand_records() {
         .unwrap();
     let mut ready = false;
     for _ in 0..400 {
-        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
-            && http::get(port, "GET", "/healthz", &[]).status == 200
+        if std::net::TcpStream::connect(("127.0.0.1", setup.admin_port)).is_ok()
+            && http::get(setup.admin_port, "GET", "/healthz", &[]).status == 200
         {
             ready = true;
             break;

@@ -1,5 +1,6 @@
 //! The gateway in-process, over real loopback HTTP: token checks, decisions
-//! through the component, header hygiene, AuthZEN, and hot reload.
+//! through the component, header hygiene, the admin listener, and hot
+//! reload. The decision service has tests of its own (`decision_service.rs`).
 #![allow(
     clippy::expect_used,
     clippy::unwrap_used,
@@ -15,8 +16,6 @@ use std::time::Duration;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use cedar_edge_core::{Backend, NativeBackend};
-use cedar_edge_core::{BundleSource, RequestLimits};
 use cedar_edge_testkit::jwt::now;
 use common::running::Running;
 use common::*;
@@ -71,7 +70,7 @@ fn allowed_requests_are_forwarded_with_verified_identity_and_denied_ones_get_403
     );
     let upstream_hits = setup.upstream.hits.load(Ordering::Relaxed);
     assert_eq!(upstream_hits, 2);
-    let metrics = gateway.get_as("/metrics", None).body;
+    let metrics = gateway.admin("/metrics").body;
     assert!(
         metrics.contains("cedar_edge_decisions_total{outcome=\"allow\"} 2"),
         "{metrics}"
@@ -148,104 +147,10 @@ fn every_token_attack_is_a_401_with_a_challenge() {
 }
 
 #[test]
-fn authzen_single_and_batch_match_the_native_decisions() {
-    let setup = setup("authzen", "127.0.0.1:0", "");
-    let gateway = Running::start(&setup.config);
-    let config = gateway
-        .get_as("/.well-known/authzen-configuration", None)
-        .json();
-    assert!(
-        config["access_evaluation_endpoint"]
-            .as_str()
-            .unwrap()
-            .ends_with("/access/v1/evaluation")
-    );
-    let native = NativeBackend::load(
-        &BundleSource::from_dir(&setup.bundle).unwrap(),
-        RequestLimits::default(),
-    )
-    .unwrap();
-    let context = json!({"mfa": true, "source_ip": "10.1.1.1", "token_age_seconds": 60});
-    let subject = |id: &str| json!({"type": "Airflow::User", "id": id});
-    let dag = json!({"type": "Airflow::Dag", "id": "etl_daily"});
-    let native_decision = |user: &str, action: &str| {
-        let request = cedar_edge_core::Request {
-            principal: cedar_edge_core::EntityUid::new("Airflow::User", user),
-            action: cedar_edge_core::EntityUid::new("Airflow::Action", action),
-            resource: cedar_edge_core::EntityUid::new("Airflow::Dag", "etl_daily"),
-            context: cedar_edge_core::ContextInput::Json(context.to_string()),
-            entities: Vec::new(),
-        };
-        native.authorize(&request).unwrap()
-    };
-    for (user, action) in [("bob", "trigger"), ("carol", "trigger"), ("alice", "edit")] {
-        let reply = gateway.post_json(
-            "/access/v1/evaluation",
-            &json!({"subject": subject(user), "action": {"name": action}, "resource": dag, "context": context}),
-        );
-        assert_eq!(reply.status, 200, "{}", reply.body);
-        let answer = reply.json();
-        let expected = native_decision(user, action);
-        assert_eq!(answer["decision"], expected.is_allowed(), "{user} {action}");
-        assert_eq!(
-            answer["context"]["reason_admin"]["determining_policies"],
-            json!(expected.determining_policies)
-        );
-    }
-    // A batch with defaults: the subject and context are shared.
-    let reply = gateway.post_json(
-        "/access/v1/evaluations",
-        &json!({
-            "subject": subject("bob"),
-            "resource": dag,
-            "context": context,
-            "evaluations": [
-                {"action": {"name": "read"}},
-                {"action": {"name": "edit"}},
-                {"action": {"name": "trigger"}, "subject": subject("carol")},
-                {"resource": {"type": "Airflow::Dag", "id": "etl_daily"}}
-            ]
-        }),
-    );
-    assert_eq!(reply.status, 200, "{}", reply.body);
-    let answers = reply.json()["evaluations"].as_array().unwrap().clone();
-    assert_eq!(answers.len(), 4);
-    assert_eq!(
-        answers[0]["decision"],
-        native_decision("bob", "read").is_allowed()
-    );
-    assert_eq!(
-        answers[1]["decision"],
-        native_decision("bob", "edit").is_allowed()
-    );
-    assert_eq!(
-        answers[2]["decision"],
-        native_decision("carol", "trigger").is_allowed()
-    );
-    assert_eq!(
-        answers[3]["decision"], false,
-        "no action and no default: an error, not an allow"
-    );
-    let reasons: Vec<bool> = answers
-        .iter()
-        .map(|a| a["decision"].as_bool().unwrap())
-        .collect();
-    assert!(
-        reasons.contains(&true) && reasons.contains(&false),
-        "{reasons:?}"
-    );
-    // Malformed input is a 400 that names the problem.
-    let bad = gateway.post_json("/access/v1/evaluation", &json!({"subject": subject("bob")}));
-    assert_eq!(bad.status, 400);
-    assert!(bad.body.contains("action"), "{}", bad.body);
-    gateway.stop();
-}
-
-#[test]
 fn reload_under_load_switches_once_and_a_broken_bundle_is_refused() {
     let setup = setup("reload", "127.0.0.1:0", "");
     let gateway = Arc::new(Running::start(&setup.config));
-    let before = gateway.get_as("/healthz", None).json()["bundle_id"].clone();
+    let before = gateway.admin("/healthz").json()["bundle_id"].clone();
     let carol = setup.ec.sign(&claims(EC_ISSUER, "carol", &[], true));
     let bob = setup.rsa.sign(&claims(RSA_ISSUER, "bob", &[], true));
     let done = Arc::new(AtomicBool::new(false));
@@ -276,7 +181,7 @@ fn reload_under_load_switches_once_and_a_broken_bundle_is_refused() {
     std::fs::write(&roles, &text).unwrap();
     let mut after = before.clone();
     for _ in 0..100 {
-        after = gateway.get_as("/healthz", None).json()["bundle_id"].clone();
+        after = gateway.admin("/healthz").json()["bundle_id"].clone();
         if after != before {
             break;
         }
@@ -292,7 +197,7 @@ fn reload_under_load_switches_once_and_a_broken_bundle_is_refused() {
     )
     .unwrap();
     std::thread::sleep(Duration::from_millis(800));
-    assert_eq!(gateway.get_as("/healthz", None).json()["bundle_id"], after);
+    assert_eq!(gateway.admin("/healthz").json()["bundle_id"], after);
     done.store(true, Ordering::Relaxed);
     let (carol_statuses, bob_failures) = load.join().unwrap();
     assert_eq!(bob_failures, 0, "a request failed during the reload");
@@ -316,7 +221,7 @@ fn reload_under_load_switches_once_and_a_broken_bundle_is_refused() {
         gateway.call_as("POST", TRIGGER, Some(&carol), &[]).status,
         200
     );
-    let metrics = gateway.get_as("/metrics", None).body;
+    let metrics = gateway.admin("/metrics").body;
     assert!(
         metrics.contains("cedar_edge_reloads_total{result=\"ok\"} 1"),
         "{metrics}"

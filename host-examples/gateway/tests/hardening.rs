@@ -33,6 +33,7 @@ const TRIGGER: &str = "/api/v1/dags/etl_daily/dagRuns";
 struct Gateway {
     child: Child,
     port: u16,
+    admin_port: u16,
     log: std::path::PathBuf,
 }
 
@@ -53,10 +54,11 @@ impl Gateway {
         let gateway = Self {
             child,
             port,
+            admin_port: setup.admin_port,
             log: setup.dir.join("gateway.log"),
         };
         assert!(
-            wait_ready(port),
+            wait_ready(setup.admin_port),
             "the gateway did not start: {}",
             gateway.log()
         );
@@ -73,12 +75,12 @@ impl Gateway {
     }
 
     fn bundle_id(&self) -> Value {
-        http::get(self.port, "GET", "/healthz", &[]).json()["bundle_id"].clone()
+        http::get(self.admin_port, "GET", "/healthz", &[]).json()["bundle_id"].clone()
     }
 
     /// One sample from `/metrics`, by its full name and labels.
     fn metric(&self, series: &str) -> u64 {
-        let metrics = http::get(self.port, "GET", "/metrics", &[]).body;
+        let metrics = http::get(self.admin_port, "GET", "/metrics", &[]).body;
         metrics
             .lines()
             .find_map(|line| line.strip_prefix(series)?.strip_prefix(' '))
@@ -143,6 +145,7 @@ fn run_to_exit(setup: &Setup, bound: Duration) -> (Option<std::process::ExitStat
     let mut gateway = Gateway {
         child: gateway_command(setup).spawn().unwrap(),
         port: 0,
+        admin_port: 0,
         log: setup.dir.join("gateway.log"),
     };
     let status = gateway.wait_exit(bound);
@@ -277,32 +280,14 @@ struct TlsJwks {
 
 impl TlsJwks {
     fn start(document: String) -> Self {
-        use rcgen::{
-            BasicConstraints, CertificateParams, DnType, IsCa, KeyPair, KeyUsagePurpose, SanType,
-        };
-        let mut ca = CertificateParams::new(Vec::<String>::new()).unwrap();
-        ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        ca.distinguished_name
-            .push(DnType::CommonName, "cedar-edge test CA");
-        ca.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
-        let ca_key = KeyPair::generate().unwrap();
-        let ca_cert = ca.self_signed(&ca_key).unwrap();
-        let mut leaf = CertificateParams::new(vec!["localhost".to_owned()]).unwrap();
-        leaf.subject_alt_names
-            .push(SanType::IpAddress(std::net::Ipv4Addr::LOCALHOST.into()));
-        let leaf_key = KeyPair::generate().unwrap();
-        let leaf_cert = leaf.signed_by(&leaf_key, &ca_cert, &ca_key).unwrap();
-
-        #[allow(deprecated)]
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let config = rustls::ServerConfig::builder_with_provider(provider)
+        let authority = common::pki::Authority::new("cedar-edge test CA");
+        let leaf = authority.leaf(&["localhost"], &[], true);
+        let (chain, key) = leaf.for_rustls();
+        let config = rustls::ServerConfig::builder_with_provider(common::pki::provider())
             .with_safe_default_protocol_versions()
             .unwrap()
             .with_no_client_auth()
-            .with_single_cert(
-                vec![leaf_cert.der().clone()],
-                rustls::pki_types::PrivateKeyDer::Pkcs8(leaf_key.serialize_der().into()),
-            )
+            .with_single_cert(chain, key)
             .unwrap();
         let config = Arc::new(config);
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
@@ -336,7 +321,7 @@ impl TlsJwks {
         });
         Self {
             port,
-            ca_pem: ca_cert.pem(),
+            ca_pem: authority.pem(),
         }
     }
 }
@@ -596,9 +581,10 @@ fn out_of_file_descriptors_the_accept_loop_pauses_and_recovers() {
     let gateway = Gateway {
         child: command.spawn().unwrap(),
         port,
+        admin_port: setup.admin_port,
         log: setup.dir.join("gateway.log"),
     };
-    assert!(wait_ready(port), "{}", gateway.log());
+    assert!(wait_ready(setup.admin_port), "{}", gateway.log());
     let started = Instant::now();
     let _slow: Vec<TcpStream> = (0..160).map(|_| slow_client(port)).collect();
     std::thread::sleep(Duration::from_millis(300));

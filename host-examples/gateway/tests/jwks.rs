@@ -93,7 +93,7 @@ fn an_unknown_kid_refreshes_the_jwks_from_its_url() {
         call(&rotated.sign(&claims(RSA_ISSUER, "bob", &[], true))),
         200
     );
-    let metrics = http::get(port, "GET", "/metrics", &[]).body;
+    let metrics = http::get(setup.admin_port, "GET", "/metrics", &[]).body;
     assert!(
         metrics.contains("cedar_edge_jwks_refreshes_total{result=\"ok\"} 1"),
         "{metrics}"

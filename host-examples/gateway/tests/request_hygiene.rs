@@ -196,7 +196,7 @@ fn every_spelling_of_an_admin_path_is_refused_or_decided_as_administer() {
         .iter()
         .filter(|(_, status, _)| *status == 400)
         .count();
-    let metrics = gateway.call("GET", "/metrics", &[]).body;
+    let metrics = gateway.admin("/metrics").body;
     gateway.stop();
 
     assert_eq!(

@@ -61,10 +61,23 @@ fn try_send_with_body(
     headers: &[(&str, &[u8])],
     body: &[u8],
 ) -> Option<Reply> {
-    let mut stream = TcpStream::connect(("127.0.0.1", port)).ok()?;
+    let stream = TcpStream::connect(("127.0.0.1", port)).ok()?;
     stream
         .set_read_timeout(Some(Duration::from_secs(10)))
         .ok()?;
+    exchange(stream, method, path, headers, body)
+}
+
+/// Writes one request (its `content-length` added) on an open stream, such
+/// as a TLS session, and reads the reply; `None` when the request cannot be
+/// written.
+pub fn exchange(
+    mut stream: impl Read + Write,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &[u8])],
+    body: &[u8],
+) -> Option<Reply> {
     let mut request =
         format!("{method} {path} HTTP/1.1\r\nhost: localhost\r\nconnection: close\r\n")
             .into_bytes();
@@ -77,6 +90,7 @@ fn try_send_with_body(
     request.extend_from_slice(format!("content-length: {}\r\n\r\n", body.len()).as_bytes());
     request.extend_from_slice(body);
     stream.write_all(&request).ok()?;
+    stream.flush().ok()?;
     // Read up to the end of the body, not to EOF: Envoy waits for the client
     // to close first (its delayed-close timeout is a second).
     let mut raw = Vec::new();

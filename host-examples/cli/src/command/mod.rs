@@ -3,6 +3,7 @@
 pub mod authorize;
 pub mod diff;
 pub mod fmt;
+pub mod serve;
 pub mod test;
 pub mod validate;
 

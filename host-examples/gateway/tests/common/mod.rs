@@ -9,6 +9,7 @@
     clippy::indexing_slicing
 )]
 
+pub mod pki;
 pub mod running;
 
 use std::path::{Path, PathBuf};
@@ -38,6 +39,9 @@ pub struct Setup {
     pub bundle: PathBuf,
     pub config: PathBuf,
     pub audit_log: PathBuf,
+    /// The admin listener's port (`/healthz`, `/metrics`) when the gateway
+    /// runs as its own process.
+    pub admin_port: u16,
     pub rsa: Issuer,
     pub ec: EcIssuer,
     pub upstream: Upstream,
@@ -59,10 +63,12 @@ pub fn setup(name: &str, listen: &str, extra: &str) -> Setup {
     let mapping = repo().join("host-examples/envoy-filter/examples/airflow-mapping.json");
     let audit_log = dir.join("audit.jsonl");
     let config = dir.join("gateway.yaml");
+    let admin_port = cedar_edge_testkit::free_port();
     std::fs::write(
         &config,
         format!(
             r#"listen: {listen}
+admin_listen: 127.0.0.1:{admin_port}
 bundle: bundle
 mapping: {mapping}
 upstreams:
@@ -93,6 +99,7 @@ reload_settle_ms: 0
         bundle,
         config,
         audit_log,
+        admin_port,
         rsa,
         ec,
         upstream,
@@ -136,7 +143,8 @@ pub fn gateway_binary() -> PathBuf {
     )
 }
 
-/// Waits until the gateway on `port` answers `/healthz` (10 s at most).
+/// Waits until the gateway whose admin listener is on `port` answers
+/// `/healthz` (10 s at most).
 pub fn wait_ready(port: u16) -> bool {
     for _ in 0..200 {
         if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()

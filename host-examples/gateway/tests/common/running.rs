@@ -4,16 +4,20 @@
 use std::path::Path;
 use std::time::Duration;
 
-use cedar_edge_gateway::RunSummary;
 use cedar_edge_gateway::config::GatewayConfig;
 use cedar_edge_gateway::error::GatewayError;
+use cedar_edge_gateway::{Listeners, RunSummary};
 use cedar_edge_testkit::http::{self, Reply};
 use tokio::sync::{mpsc, oneshot};
 
 /// A started gateway; [`Running::stop`] drains it and flushes its audit log.
 pub struct Running {
-    /// The port it listens on.
+    /// The proxy's port.
     pub port: u16,
+    /// The admin listener's port (`/healthz`, `/metrics`).
+    pub admin_port: u16,
+    /// The decision service's port, when the configuration has `pdp`.
+    pub pdp_port: Option<u16>,
     stop: Option<oneshot::Sender<()>>,
     runtime: tokio::runtime::Runtime,
     task: Option<tokio::task::JoinHandle<Result<RunSummary, GatewayError>>>,
@@ -28,11 +32,34 @@ impl Running {
             .enable_all()
             .build()
             .unwrap();
-        let config = GatewayConfig::read(config).unwrap();
-        let listener = runtime
-            .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
-            .unwrap();
-        let port = listener.local_addr().unwrap().port();
+        let mut config = GatewayConfig::read(config).unwrap();
+        let bind = || {
+            runtime
+                .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+                .unwrap()
+        };
+        let listeners = Listeners {
+            proxy: config.listen.is_some().then(bind),
+            pdp: config.pdp.is_some().then(bind),
+            admin: Some(bind()),
+        };
+        config.admin_listen = listeners
+            .admin
+            .as_ref()
+            .map(|admin| admin.local_addr().unwrap());
+        if let (Some(pdp), Some(listener)) = (config.pdp.as_mut(), listeners.pdp.as_ref()) {
+            pdp.listen = listener.local_addr().unwrap();
+        }
+        let port_of = |listener: &Option<tokio::net::TcpListener>| {
+            listener
+                .as_ref()
+                .map(|listener| listener.local_addr().unwrap().port())
+        };
+        let (port, pdp_port) = (
+            port_of(&listeners.proxy).unwrap_or(0),
+            port_of(&listeners.pdp),
+        );
+        let admin_port = port_of(&listeners.admin).unwrap();
         let (stop, stopped) = oneshot::channel::<()>();
         let (reload_sender, reload) = mpsc::channel(1);
         let task = runtime.spawn(async move {
@@ -40,23 +67,30 @@ impl Running {
             let shutdown = async {
                 let _ = stopped.await;
             };
-            cedar_edge_gateway::run(config, listener, shutdown, reload).await
+            cedar_edge_gateway::run(config, listeners, shutdown, reload).await
         });
         let running = Self {
             port,
+            admin_port,
+            pdp_port,
             stop: Some(stop),
             runtime,
             task: Some(task),
         };
         for _ in 0..200 {
-            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
-                && running.send("GET", "/healthz", &[]).status == 200
+            if std::net::TcpStream::connect(("127.0.0.1", admin_port)).is_ok()
+                && running.admin("/healthz").status == 200
             {
                 return running;
             }
             std::thread::sleep(Duration::from_millis(50));
         }
         panic!("the gateway did not start");
+    }
+
+    /// `GET`s an admin path (`/healthz`, `/metrics`).
+    pub fn admin(&self, path: &str) -> Reply {
+        http::get(self.admin_port, "GET", path, &[])
     }
 
     /// Sends one request with exactly these header bytes (the request
