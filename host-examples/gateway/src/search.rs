@@ -12,15 +12,17 @@
 //!   (for actions: the schema's actions and those the policies name), in
 //!   id order. Each result is confirmed by the core's authorization of the
 //!   request with the candidate in place, then by the same forbid-error
-//!   rule the evaluation API applies (`on_forbid_error`), so a result is
-//!   exactly what `/access/v1/evaluation` would allow. The core skips only
+//!   rule the evaluation API applies (the mapping's `on_forbid_error`,
+//!   when the bundle has a mapping), so a result is exactly what
+//!   `/access/v1/evaluation` would allow. The core skips only
 //!   candidates no permit can reach, which every authorization denies.
 //! - The search runs natively in the host on the bundle the mapping shares,
 //!   the same core the component runs, not through the component.
 //! - The searched party's `id` is ignored, as the specification says, and
-//!   so are its `properties`. The fixed parties' `properties` become a
-//!   request-scoped entity when the bundle does not hold the entity, as in
-//!   an evaluation. Unknown fields are ignored.
+//!   so are its `properties`. The fixed parties' `properties` are used as
+//!   in an evaluation: with [`RequestAttributes::Trusted`], as a
+//!   request-scoped entity when the bundle does not hold the entity.
+//!   Unknown fields are ignored.
 //!
 //! Paging: results come `limit` at a time (`page.limit`, else
 //! [`SearchLimits::default_page_size`], at most
@@ -42,6 +44,7 @@ use cedar_edge_core::{Request, SearchSlot, digest_of_parts};
 use serde_json::{Map, Value, json};
 
 use crate::authzen::{self, Names};
+use crate::config::RequestAttributes;
 use crate::state::LoadedBundle;
 
 /// Which search.
@@ -86,10 +89,11 @@ pub struct SearchLimits {
 }
 
 impl Default for SearchLimits {
+    /// The decision service's `pdp.limits.max_search_page` default for both.
     fn default() -> Self {
         Self {
             default_page_size: 1_000,
-            max_page_size: 10_000,
+            max_page_size: 1_000,
         }
     }
 }
@@ -124,12 +128,14 @@ impl SearchError {
 const MAX_REPORTED_REFUSALS: usize = 10;
 
 /// Answers one AuthZEN search request `body` over `active`, with the same
-/// names the evaluation API maps. Returns the response body.
+/// names and the caller's same `attributes` setting as its evaluations.
+/// Returns the response body.
 pub fn search(
     kind: SearchKind,
     body: &Value,
     active: &LoadedBundle,
     names: &Names<'_>,
+    attributes: RequestAttributes,
     limits: SearchLimits,
 ) -> Result<Value, SearchError> {
     let query = Query::parse(kind, body)?;
@@ -139,14 +145,14 @@ pub fn search(
             usize::try_from(asked).unwrap_or(usize::MAX)
         })
         .min(limits.max_page_size);
-    let bundle = active.mapping.bundle();
+    let bundle = &active.bundle;
     let binding = Binding::new(active.bundle_id(), &query, limit);
     let after = match query.token.as_deref() {
         None | Some("") => None,
         Some(token) => binding.open(token)?,
     };
 
-    let request = query.template(names, |uid| bundle.has_entity(uid))?;
+    let request = query.template(names, attributes, |uid| bundle.has_entity(uid))?;
     let mut found = bundle
         .search(&request, kind.slot(), after.as_deref())
         .map_err(|err| SearchError::Query(err.to_string()))?;
@@ -157,7 +163,11 @@ pub fn search(
     let mut refusals = Vec::new();
     for hit in found.by_ref() {
         let allowed = match hit.outcome {
-            Ok(response) => active.mapping.apply_forbid_errors(response).is_allowed(),
+            // The evaluation API's rule for erroring forbids.
+            Ok(response) => match &active.mapping {
+                Some(mapping) => mapping.apply_forbid_errors(response).is_allowed(),
+                None => response.is_allowed(),
+            },
             Err(err) => {
                 // An action the schema does not declare for these types is
                 // not an answer, not a fault of the query.
@@ -208,6 +218,17 @@ struct Party {
     /// `None` for the searched party, whose id is ignored.
     id: Option<String>,
     properties: Option<Map<String, Value>>,
+}
+
+impl Party {
+    /// As an evaluation names it; the searched party's id is empty.
+    fn as_entity(&self) -> authzen::Entity<'_> {
+        authzen::Entity {
+            kind: &self.kind,
+            id: self.id.as_deref().unwrap_or_default(),
+            properties: self.properties.as_ref(),
+        }
+    }
 }
 
 /// A search request, read.
@@ -293,22 +314,18 @@ impl Query {
     fn template(
         &self,
         names: &Names<'_>,
+        attributes: RequestAttributes,
         known: impl Fn(&cedar_edge_core::EntityUid) -> bool,
     ) -> Result<Request, SearchError> {
-        let entity = |party: &Party| authzen::Entity {
-            kind: party.kind.clone(),
-            id: party.id.clone().unwrap_or_default(),
-            properties: party.properties.clone(),
-        };
-        let (name, properties) = self.action.clone().unwrap_or_default();
+        let name = self.action.as_ref().map_or("", |(name, _)| name.as_str());
         let evaluation = authzen::Evaluation {
-            subject: entity(&self.subject),
-            action: authzen::Action { name, properties },
-            resource: entity(&self.resource),
-            context: self.context.clone(),
+            subject: self.subject.as_entity(),
+            action: authzen::Action { name },
+            resource: self.resource.as_entity(),
+            context: self.context.as_ref(),
         };
         names
-            .request(&evaluation, known)
+            .request(&evaluation, attributes, known)
             .map_err(SearchError::Query)
     }
 

@@ -21,6 +21,7 @@ use cedar_edge_core::{
     RequestLimits,
 };
 use cedar_edge_gateway::authzen::Names;
+use cedar_edge_gateway::config::RequestAttributes;
 use cedar_edge_gateway::search::{SearchError, SearchKind, SearchLimits, search};
 use cedar_edge_gateway::state::LoadedBundle;
 use cedar_edge_mapping::Mapping;
@@ -45,7 +46,8 @@ fn loaded(source: &BundleSource, on_forbid_error: &str) -> LoadedBundle {
     let mapping =
         Mapping::new(serde_json::from_value(config).unwrap(), Arc::clone(&bundle)).unwrap();
     LoadedBundle {
-        mapping,
+        bundle: Arc::clone(&bundle),
+        mapping: Some(mapping),
         backend: Box::new(NativeBackend::new(bundle)),
     }
 }
@@ -65,7 +67,14 @@ fn run(
         types: &types,
         action_type: ACTION_TYPE,
     };
-    search(kind, body, active, &names, limits)
+    search(
+        kind,
+        body,
+        active,
+        &names,
+        RequestAttributes::Ignored,
+        limits,
+    )
 }
 
 /// As the interop runner compares: the whole response, results sorted.
@@ -125,7 +134,7 @@ fn the_interop_expectations_all_pass() {
 #[test]
 fn every_result_is_what_an_evaluation_allows() {
     let active = loaded(&records_source(), "deny");
-    let bundle = active.mapping.bundle();
+    let bundle = &active.bundle;
     let users: Vec<String> = ["alice", "bob", "carol", "dan", "erin", "felix"]
         .map(String::from)
         .to_vec();
@@ -141,6 +150,8 @@ fn every_result_is_what_an_evaluation_allows() {
         };
         active
             .mapping
+            .as_ref()
+            .unwrap()
             .apply_forbid_errors(bundle.authorize(&request).unwrap())
             .is_allowed()
     };
@@ -576,4 +587,82 @@ fn the_forbid_error_rule_applies_as_in_evaluations() {
         "{without_e:?}"
     );
     assert_eq!(denied, without_e);
+}
+
+/// A subject the bundle lacks, described by `properties`: used only for
+/// callers whose attributes are trusted, as in an evaluation, and then
+/// searched candidate by candidate with that request-scoped entity.
+#[test]
+fn properties_of_a_fixed_party_follow_the_request_attributes_setting() {
+    let active = loaded(&records_source(), "deny");
+    let types = types();
+    let names = Names {
+        types: &types,
+        action_type: ACTION_TYPE,
+    };
+    let body = json!({
+        "subject": {"type": "user", "id": "zoe", "properties": {
+            "role": "employee",
+            "department": {"__entity": {"type": "Records::Department", "id": "Legal"}}
+        }},
+        "action": {"name": "view"},
+        "resource": {"type": "record"}
+    });
+    let ids = |attributes| -> Vec<String> {
+        let response = search(
+            SearchKind::Resource,
+            &body,
+            &active,
+            &names,
+            attributes,
+            SearchLimits::default(),
+        )
+        .unwrap();
+        response["results"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|item| item["id"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    assert_eq!(ids(RequestAttributes::Ignored), Vec::<String>::new());
+    let records: Vec<Value> = serde_json::from_str(
+        &std::fs::read_to_string(
+            cedar_edge_testkit::repo().join("policies/authzen-search/entities.json"),
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    let legal: Vec<String> = records
+        .iter()
+        .filter(|entity| {
+            entity["uid"]["type"] == "Records::Record"
+                && entity["attrs"]["department"]["__entity"]["id"] == "Legal"
+        })
+        .map(|entity| entity["uid"]["id"].as_str().unwrap().to_owned())
+        .collect();
+    assert!(legal.len() > 3, "{legal:?}");
+    assert_eq!(ids(RequestAttributes::Trusted), legal);
+}
+
+/// Without a mapping (a decision service alone), Cedar's own rule: an
+/// erroring forbid is skipped.
+#[test]
+fn without_a_mapping_an_erroring_forbid_is_skipped() {
+    let mut source = records_source();
+    source.policies.push(BundleFile {
+        path: "sealed.cedar".into(),
+        contents: r#"@id("sealed-records") forbid (principal, action, resource) when { resource.title like "*e*" && 1 + 9223372036854775807 > 0 };"#.into(),
+    });
+    let mut active = loaded(&source, "deny");
+    active.mapping = None;
+    let body = json!({"subject": {"type": "user", "id": "alice"}, "action": {"name": "view"}, "resource": {"type": "record"}});
+    let response = run(
+        SearchKind::Resource,
+        &body,
+        &active,
+        SearchLimits::default(),
+    )
+    .unwrap();
+    assert_eq!(response["results"].as_array().unwrap().len(), 20);
 }
