@@ -129,6 +129,12 @@ const GLOBAL_POLICIES: usize = 3;
 
 /// A bundle with exactly `policies` policies (at least one).
 pub fn bundle(policies: usize, seed: u64) -> Generated {
+    bundle_with_docs(policies, seed, None)
+}
+
+/// The same bundle with `docs` documents in all (`None`: three per folder),
+/// spread evenly over the folders: the store a search enumerates.
+pub fn bundle_with_docs(policies: usize, seed: u64, docs: Option<usize>) -> Generated {
     let policies = policies.max(1);
     let globals = GLOBAL_POLICIES.min(policies);
     let tenant_policies = policies - globals;
@@ -175,7 +181,7 @@ pub fn bundle(policies: usize, seed: u64) -> Generated {
             }),
             entities: Some(BundleFile {
                 path: "entities.json".to_owned(),
-                contents: entities(tenants, &mut rng),
+                contents: entities(tenants, docs, &mut rng),
             }),
             template_links: None,
             prepared_schema_json: None,
@@ -309,7 +315,14 @@ fn uid(kind: &str, id: String) -> serde_json::Value {
     json!({"type": format!("Saas::{kind}"), "id": id})
 }
 
-fn entities(tenants: usize, rng: &mut Rng) -> String {
+fn entities(tenants: usize, docs: Option<usize>, rng: &mut Rng) -> String {
+    let folders = tenants * FOLDERS_PER_TENANT;
+    // The first `docs % folders` folders take one document more.
+    let docs_in = |folder: usize| {
+        docs.map_or(DOCS_PER_FOLDER, |docs| {
+            docs / folders + usize::from(folder < docs % folders)
+        })
+    };
     let mut all = Vec::new();
     for t in 0..tenants {
         all.push(json!({"uid": uid("Tenant", format!("t{t}")), "attrs": {}, "parents": []}));
@@ -326,7 +339,7 @@ fn entities(tenants: usize, rng: &mut Rng) -> String {
         }
         for f in 0..FOLDERS_PER_TENANT {
             all.push(json!({"uid": uid("Folder", format!("t{t}-f{f}")), "attrs": {}, "parents": [uid("Tenant", format!("t{t}"))]}));
-            for d in 0..DOCS_PER_FOLDER {
+            for d in 0..docs_in(t * FOLDERS_PER_TENANT + f) {
                 all.push(json!({"uid": uid("Doc", format!("t{t}-f{f}-d{d}")),
                                 "attrs": {"tenant": {"__entity": uid("Tenant", format!("t{t}"))},
                                           "public": rng.below(3) == 0, "level": rng.below(5)},

@@ -49,7 +49,7 @@ struct Prepared<'bundle> {
 }
 
 /// The request's parties, with their entities as `entity` finds them.
-fn parties<'a>(
+pub(crate) fn parties<'a>(
     principal: &'a EntityUID,
     action: &'a EntityUID,
     resource: &'a EntityUID,
@@ -71,7 +71,7 @@ fn parties<'a>(
     }
 }
 
-fn in_store<'a>(store: &'a CoreEntities, uid: &EntityUID) -> Option<&'a ast::Entity> {
+pub(crate) fn in_store<'a>(store: &'a CoreEntities, uid: &EntityUID) -> Option<&'a ast::Entity> {
     match store.entity(uid) {
         Dereference::Data(entity) => Some(entity),
         Dereference::NoSuchEntity | Dereference::Residual(_) => None,
@@ -115,19 +115,7 @@ impl Bundle {
         let action = cedar_uid(&request.action, "action")?;
         let resource = cedar_uid(&request.resource, "resource")?;
         let mut budget = NodeBudget::new(&self.limits);
-
-        let context = match &request.context {
-            crate::ContextInput::Typed(attributes) => {
-                let pairs = cedar_fields(attributes, "context", &self.limits, &mut budget)?;
-                Context::from_pairs(pairs).map_err(|err| RequestError::invalid("context", err))?
-            }
-            crate::ContextInput::Json(json) => {
-                check_json_context(json, &self.limits)?;
-                let schema = self.schema.as_ref().map(|schema| (schema, &action));
-                Context::from_json_str(json, schema)
-                    .map_err(|err| RequestError::invalid("context", err))?
-            }
-        };
+        let context = self.cedar_context(&request.context, Some(&action), &mut budget)?;
         let own = self.own_entities(request, &mut budget)?;
         let cedar_request =
             cedar_policy::Request::new(principal, action, resource, context, self.schema.as_ref())
@@ -192,6 +180,28 @@ impl Bundle {
             request: cedar_request,
             store: Store::Slice(slice),
         })
+    }
+
+    /// The request's context in Cedar's terms; a JSON context is typed by
+    /// the schema's declaration for `action` (untyped without one).
+    pub(crate) fn cedar_context(
+        &self,
+        context: &crate::ContextInput,
+        action: Option<&cedar_policy::EntityUid>,
+        budget: &mut NodeBudget,
+    ) -> Result<Context, RequestError> {
+        match context {
+            crate::ContextInput::Typed(attributes) => {
+                let pairs = cedar_fields(attributes, "context", &self.limits, budget)?;
+                Context::from_pairs(pairs).map_err(|err| RequestError::invalid("context", err))
+            }
+            crate::ContextInput::Json(json) => {
+                check_json_context(json, &self.limits)?;
+                let schema = self.schema.as_ref().zip(action);
+                Context::from_json_str(json, schema)
+                    .map_err(|err| RequestError::invalid("context", err))
+            }
+        }
     }
 
     /// Decides several requests, in order.

@@ -397,6 +397,18 @@ pub fn hex(bytes: &[u8]) -> String {
     text
 }
 
+/// SHA-256 over `parts`, each framed by its length so that no two lists
+/// of parts share a digest: 64 hex digits. For hosts that bind their own
+/// tokens to a bundle and a query.
+pub fn digest_of_parts(parts: &[&[u8]]) -> String {
+    let mut hasher = Sha256::new();
+    for part in parts {
+        hasher.update((part.len() as u64).to_le_bytes());
+        hasher.update(part);
+    }
+    hex(&hasher.finalize())
+}
+
 /// A bundle that failed to load, with every problem found.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub struct LoadError {
@@ -428,6 +440,10 @@ pub struct Bundle {
     /// Request entities already checked, by their exact input.
     pub(crate) entity_cache: crate::entity_cache::EntityCache,
     pub(crate) limits: RequestLimits,
+    /// The candidates of each entity type a search enumerates, sorted by
+    /// id: built on the first search, so that hosts that never search
+    /// (and the guest) do not pay for it at load.
+    pub(crate) search_candidates: std::sync::OnceLock<crate::search::CandidatesByType>,
     policy_ids: Vec<String>,
     /// Policy or template id → the bundle file it was written in.
     policy_files: HashMap<String, String>,
@@ -497,6 +513,7 @@ impl Bundle {
             entity_cache: crate::entity_cache::EntityCache::default(),
             index,
             limits,
+            search_candidates: std::sync::OnceLock::new(),
             policy_ids,
             policy_files,
             #[cfg(feature = "validate")]

@@ -19,5 +19,6 @@ pub(crate) use cedar_policy_core::entities::{
 };
 pub(crate) use cedar_policy_core::pst::{NonEmpty, SmolStr};
 pub(crate) use cedar_policy_core::validator::{
-    CoreSchema, EntityTypeDescription as CedarTypeDescription, ValidatorSchema,
+    CoreSchema, EntityTypeDescription as CedarTypeDescription, ValidatorEntityTypeKind,
+    ValidatorSchema,
 };

@@ -401,6 +401,177 @@ impl PolicyIndex {
     }
 }
 
+/// The request part a search leaves open.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum OpenSlot {
+    Principal,
+    Action,
+    Resource,
+}
+
+/// The policies that can apply to a search's requests: those whose scopes
+/// for the two fixed parties match, filed by the open party's scope so that
+/// each candidate looks up only its own uid and ancestors.
+#[derive(Debug, Default)]
+pub(crate) struct Narrowed {
+    /// Open scope `Any`, or `is` the searched type.
+    always: Vec<u32>,
+    /// Open scope anchored at a uid (`==`, `in`, `is … in`; each group of
+    /// an action `in [...]`).
+    by_anchor: Buckets,
+}
+
+impl PolicyIndex {
+    /// Narrows the policies to those a search can need. `fixed` holds the
+    /// two fixed parties; its open party is ignored. A policy left out has
+    /// a fixed scope that does not match, or an open scope that no entity
+    /// of `open_type` can match (`is` another type), so it is false for
+    /// every candidate without an error.
+    pub(crate) fn narrow(
+        &self,
+        open: OpenSlot,
+        fixed: &Parties<'_>,
+        open_type: &EntityType,
+    ) -> Narrowed {
+        let mut narrowed = Narrowed::default();
+        for (position, entry) in self.policies.iter().enumerate() {
+            let position = position as u32;
+            let fixed_match = match open {
+                OpenSlot::Principal => {
+                    entry.action.matches(&fixed.action) && entry.resource.matches(&fixed.resource)
+                }
+                OpenSlot::Action => {
+                    entry.principal.matches(&fixed.principal)
+                        && entry.resource.matches(&fixed.resource)
+                }
+                OpenSlot::Resource => {
+                    entry.principal.matches(&fixed.principal) && entry.action.matches(&fixed.action)
+                }
+            };
+            if !fixed_match {
+                continue;
+            }
+            let mut file_under = |uid: &EntityUID| {
+                narrowed
+                    .by_anchor
+                    .entry(uid.clone())
+                    .or_default()
+                    .push(position);
+            };
+            let scope = match open {
+                OpenSlot::Principal => &entry.principal,
+                OpenSlot::Resource => &entry.resource,
+                OpenSlot::Action => {
+                    match &entry.action {
+                        ActionScope::Any => narrowed.always.push(position),
+                        ActionScope::Eq(uid) => file_under(uid),
+                        ActionScope::In(groups) => groups.iter().for_each(&mut file_under),
+                    }
+                    continue;
+                }
+            };
+            // `is` another type: no candidate of the searched type matches.
+            match scope {
+                Scope::Any => narrowed.always.push(position),
+                Scope::Is(entity_type) => {
+                    if entity_type == open_type {
+                        narrowed.always.push(position);
+                    }
+                }
+                Scope::IsIn(entity_type, uid) => {
+                    if entity_type == open_type {
+                        file_under(uid);
+                    }
+                }
+                Scope::Eq(uid) | Scope::In(uid) => file_under(uid),
+            }
+        }
+        narrowed
+    }
+
+    /// Fills `found` with the positions of the policies whose scope matches
+    /// a search's request for one candidate (the open party of `parties`):
+    /// the same set [`PolicyIndex::applicable`] finds, gathered from the
+    /// narrowed policies. Returns whether one of them is a permit; when
+    /// none is, `found` may hold more than the matching policies, since a
+    /// candidate no permit can reach needs no evaluation.
+    pub(crate) fn applicable_narrowed(
+        &self,
+        narrowed: &Narrowed,
+        parties: &Parties<'_>,
+        open: OpenSlot,
+        found: &mut Vec<u32>,
+    ) -> bool {
+        let party = match open {
+            OpenSlot::Principal => &parties.principal,
+            OpenSlot::Action => &parties.action,
+            OpenSlot::Resource => &parties.resource,
+        };
+        found.clear();
+        found.extend_from_slice(&narrowed.always);
+        if !narrowed.by_anchor.is_empty() {
+            let ancestors = party.entity.into_iter().flat_map(ast::Entity::ancestors);
+            for uid in std::iter::once(party.uid).chain(ancestors) {
+                if let Some(bucket) = narrowed.by_anchor.get(uid) {
+                    found.extend_from_slice(bucket);
+                }
+            }
+        }
+        // Cheap first: most candidates of a large store have no permit near.
+        if !self.any_permit(found) {
+            return false;
+        }
+        found.sort_unstable();
+        found.dedup();
+        found.retain(|position| {
+            self.policies
+                .get(*position as usize)
+                .is_some_and(|entry| entry.scope_matches(parties))
+        });
+        self.any_permit(found)
+    }
+
+    /// The anchors under which a narrowed search files a permit, or `None`
+    /// when a permit fits every candidate of the searched type. A candidate
+    /// that is none of these anchors and descends from none of them gathers
+    /// no permit in [`PolicyIndex::applicable_narrowed`], so it is denied.
+    pub(crate) fn permit_anchors<'narrowed>(
+        &self,
+        narrowed: &'narrowed Narrowed,
+    ) -> Option<Vec<&'narrowed EntityUID>> {
+        if self.any_permit(&narrowed.always) {
+            return None;
+        }
+        Some(
+            narrowed
+                .by_anchor
+                .iter()
+                .filter(|(_, bucket)| self.any_permit(bucket))
+                .map(|(uid, _)| uid)
+                .collect(),
+        )
+    }
+
+    /// Whether any policy at `positions` is a permit: without one, Cedar
+    /// denies whatever the others evaluate to.
+    pub(crate) fn any_permit(&self, positions: &[u32]) -> bool {
+        positions.iter().any(|position| {
+            self.policies
+                .get(*position as usize)
+                .is_some_and(|entry| !entry.forbid)
+        })
+    }
+
+    /// The action uids the policies' action scopes name.
+    pub(crate) fn named_actions(&self) -> impl Iterator<Item = &EntityUID> {
+        self.policies.iter().flat_map(|entry| match &entry.action {
+            ActionScope::Any => [].iter(),
+            ActionScope::Eq(uid) => std::slice::from_ref(uid).iter(),
+            ActionScope::In(groups) => groups.iter(),
+        })
+    }
+}
+
 impl IndexedPolicy {
     fn scope_matches(&self, parties: &Parties<'_>) -> bool {
         self.principal.matches(&parties.principal)

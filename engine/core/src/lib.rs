@@ -7,7 +7,8 @@
 //! A [`Bundle`] is loaded once from a [`BundleSource`]; each [`Request`] is
 //! then decided against it with [`Bundle::authorize`]. Hosts decide through
 //! the [`Backend`] trait: [`NativeBackend`] here, the component backend in
-//! `cedar-edge-runtime`.
+//! `cedar-edge-runtime`. [`Bundle::search`] finds the entities of a type
+//! that a request with one part left open allows.
 
 mod authorize;
 mod backend;
@@ -20,16 +21,18 @@ mod index;
 mod nesting;
 mod request;
 mod response;
+mod search;
 mod slice;
 mod value;
 
 pub use backend::{AuthorizeError, Backend, BoxFuture, NativeBackend};
 pub use bundle::{
     Bundle, BundleDir, BundleFile, BundleReadError, BundleSource, DEFAULT_MAX_FILE_BYTES,
-    LoadError, hex,
+    LoadError, digest_of_parts, hex,
 };
 pub use diagnostic::{Diagnostic, SourcedProblem};
 pub use nesting::{MAX_NESTING, MAX_OPERATOR_DEPTH};
 pub use request::{ContextInput, EntityInput, Request, RequestError, RequestLimits};
 pub use response::{Decision, PolicyError, Response};
+pub use search::{Search, SearchHit, SearchSlot};
 pub use value::{Attributes, EntityUid, ExtensionKind, Value, ValueError, ValueNode};

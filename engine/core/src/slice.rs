@@ -48,6 +48,11 @@ impl EntityGraph {
         }
     }
 
+    /// Every store entity, shared.
+    pub(crate) fn shared_entities(&self) -> impl Iterator<Item = &Arc<ast::Entity>> {
+        self.by_uid.values()
+    }
+
     /// The request's own entities, with their ancestor sets completed
     /// through the store, when they can be sliced in: none is already in
     /// the store, none is a parent the store names but lacks, and none is

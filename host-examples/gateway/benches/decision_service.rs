@@ -152,9 +152,12 @@ fn evaluation(subject: &str, todo: &str) -> Value {
 }
 
 fn single() -> Vec<u8> {
-    evaluation("morty@the-citadel.com", "7240d0db-8ff0-41ec-98b2-34a096273b91")
-        .to_string()
-        .into_bytes()
+    evaluation(
+        "morty@the-citadel.com",
+        "7240d0db-8ff0-41ec-98b2-34a096273b91",
+    )
+    .to_string()
+    .into_bytes()
 }
 
 /// A batch of `size` items sharing the subject and action, half allowed.

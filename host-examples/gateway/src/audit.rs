@@ -81,6 +81,8 @@ pub struct AuditEntry {
     pub caller: Option<String>,
     /// The caller's `X-Request-ID`, and the item's index in a batch.
     pub request_id: Option<String>,
+    /// For a search: its kind and how many results went back.
+    pub search: Option<Value>,
 }
 
 impl AuditEntry {
@@ -109,6 +111,8 @@ struct Line<'a> {
     caller: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     request_id: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    search: Option<&'a Value>,
 }
 
 /// The writer task; await [`AuditWriter::finish`] to close the log.
@@ -278,6 +282,7 @@ fn serialise(entry: &AuditEntry, redaction: &Redaction, line: &mut Vec<u8>) -> b
         authorization: entry.authorization,
         caller: entry.caller.as_deref(),
         request_id: entry.request_id.as_deref(),
+        search: entry.search.as_ref(),
     };
     match serde_json::to_writer(&mut *line, &fields) {
         Ok(()) => {

@@ -25,6 +25,7 @@ pub mod jwt;
 pub mod metrics;
 pub mod pdp;
 pub mod proxy;
+pub mod search;
 pub mod server;
 pub mod state;
 pub mod tls;

@@ -393,6 +393,7 @@ impl Gateway {
             authorization: self.config.authorization,
             caller: None,
             request_id: None,
+            search: None,
         }
     }
 
