@@ -93,6 +93,8 @@ macro_rules! bundle_tests {
 
 bundle_tests! {
     airflow_gitlab => "airflow-gitlab",
+    authzen_search => "authzen-search",
+    authzen_todo => "authzen-todo",
     gateway => "gateway",
     gitlab_ci_oauth => "gitlab-ci-oauth",
     looker => "looker",
