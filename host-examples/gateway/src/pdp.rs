@@ -261,7 +261,18 @@ impl Pdp {
         for index in 0..batch.len() {
             let (answer, allowed) = match batch.item(index) {
                 Ok(evaluation) => self.decide(active, &evaluation, caller, Some(index)).await,
-                Err(message) => (self.refuse_item(active, caller, index, message), false),
+                Err(message) => {
+                    let decision_id = self.gateway.next_decision_id();
+                    let refused = self.refuse(
+                        active,
+                        caller,
+                        Some(index),
+                        &decision_id,
+                        message,
+                        Instant::now(),
+                    );
+                    (refused, false)
+                }
             };
             answers.push(answer);
             if batch.semantic.stops_after(allowed) {
@@ -290,15 +301,7 @@ impl Pdp {
                 }) {
                 Ok(request) => request,
                 Err(message) => {
-                    let outcome = Outcome::Refused {
-                        decision_id: &decision_id,
-                        status: 400,
-                        message,
-                    };
-                    let answer = outcome.to_json(caller.config.reason_admin);
-                    if let Outcome::Refused { message, .. } = outcome {
-                        self.audit_refusal(active, caller, index, &decision_id, message, started);
-                    }
+                    let answer = self.refuse(active, caller, index, &decision_id, message, started);
                     return (answer, false);
                 }
             };
@@ -344,25 +347,25 @@ impl Pdp {
         (answer, allowed)
     }
 
-    /// A batch item that could not be decided: a deny with the error, and
-    /// its own audit record.
-    fn refuse_item(
+    /// An item that could not be decided for its input: a deny with the
+    /// error, and its own audit record.
+    fn refuse(
         &self,
         active: &LoadedBundle,
         caller: &Caller<'_>,
-        index: usize,
+        index: Option<usize>,
+        decision_id: &str,
         message: String,
+        started: Instant,
     ) -> Value {
-        let started = Instant::now();
-        let decision_id = self.gateway.next_decision_id();
         let outcome = Outcome::Refused {
-            decision_id: &decision_id,
+            decision_id,
             status: 400,
             message,
         };
         let answer = outcome.to_json(caller.config.reason_admin);
         if let Outcome::Refused { message, .. } = outcome {
-            self.audit_refusal(active, caller, Some(index), &decision_id, message, started);
+            self.audit_refusal(active, caller, index, decision_id, message, started);
         }
         answer
     }

@@ -163,13 +163,7 @@ impl Service {
     }
 
     fn metric(&self, series: &str) -> u64 {
-        let metrics = self.running.as_ref().unwrap().admin("/metrics").body;
-        metrics
-            .lines()
-            .find_map(|line| line.strip_prefix(series)?.strip_prefix(' '))
-            .unwrap_or_else(|| panic!("no `{series}` in {metrics}"))
-            .parse()
-            .unwrap()
+        common::metric(self.running.as_ref().unwrap().admin_port, series)
     }
 
     /// Stops the service and returns its audit records.

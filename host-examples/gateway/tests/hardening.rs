@@ -80,13 +80,7 @@ impl Gateway {
 
     /// One sample from `/metrics`, by its full name and labels.
     fn metric(&self, series: &str) -> u64 {
-        let metrics = http::get(self.admin_port, "GET", "/metrics", &[]).body;
-        metrics
-            .lines()
-            .find_map(|line| line.strip_prefix(series)?.strip_prefix(' '))
-            .unwrap_or_else(|| panic!("no `{series}` in {metrics}"))
-            .parse()
-            .unwrap()
+        common::metric(self.admin_port, series)
     }
 
     fn log(&self) -> String {

@@ -156,3 +156,15 @@ pub fn wait_ready(port: u16) -> bool {
     }
     false
 }
+
+/// One sample from the admin listener's `/metrics`, by its full name and
+/// labels.
+pub fn metric(admin_port: u16, series: &str) -> u64 {
+    let metrics = cedar_edge_testkit::http::get(admin_port, "GET", "/metrics", &[]).body;
+    metrics
+        .lines()
+        .find_map(|line| line.strip_prefix(series)?.strip_prefix(' '))
+        .unwrap_or_else(|| panic!("no `{series}` in {metrics}"))
+        .parse()
+        .unwrap()
+}
