@@ -144,7 +144,7 @@ fn main() {
             String::new(),
         ));
     }
-    let service = ExtAuthzService::start(&scratch.join("ext-authz"), &provider);
+    let service = ExtAuthzService::start(&scratch.join("ext-authz"));
     filters.push((
         "ext_authz → cedar-edge gateway (gRPC)".into(),
         ext_authz_filter_yaml(EXT_AUTHZ_CLUSTER),
@@ -274,34 +274,27 @@ struct ExtAuthzService {
 }
 
 impl ExtAuthzService {
-    fn start(dir: &Path, provider: &JwtProvider) -> Self {
+    fn start(dir: &Path) -> Self {
         std::fs::create_dir_all(dir).unwrap();
         let binary =
             std::env::var_os("CEDAR_EDGE_GATEWAY_BIN").map_or_else(build_gateway, PathBuf::from);
-        // Never asked: Envoy's jwt_authn verifies tokens and sends the claims.
-        let jwks = dir.join("jwks.json");
-        std::fs::write(&jwks, &provider.jwks).unwrap();
-        let (http_port, ext_authz_port) = (free_port(), free_port());
+        // Envoy's jwt_authn verifies tokens and sends the claims, so the
+        // service needs no issuers of its own.
+        let (admin_port, ext_authz_port) = (free_port(), free_port());
         let config = dir.join("gateway.yaml");
         let json = |path: &Path| serde_json::to_string(&path.to_string_lossy()).unwrap();
         std::fs::write(
             &config,
             format!(
-                "listen: 127.0.0.1:{http_port}\n\
+                "admin_listen: 127.0.0.1:{admin_port}\n\
                  bundle: {bundle}\n\
                  mapping: {mapping}\n\
                  backend: component\n\
                  ext_authz: {{ listen: 127.0.0.1:{ext_authz_port} }}\n\
-                 upstreams: {{}}\n\
-                 routes: []\n\
-                 issuers: [{{ issuer: {issuer}, audience: {audience}, jwks_file: {jwks} }}]\n\
                  audit_log: {audit}\n",
                 bundle = json(&repo().join("policies/airflow-gitlab")),
                 mapping =
                     json(&repo().join("host-examples/envoy-filter/examples/airflow-mapping.json")),
-                issuer = serde_json::to_string(&provider.issuer).unwrap(),
-                audience = serde_json::to_string(&provider.audience).unwrap(),
-                jwks = json(&jwks),
                 audit = json(&dir.join("audit.jsonl")),
             ),
         )
@@ -320,13 +313,13 @@ impl ExtAuthzService {
             child,
             ext_authz_port,
         };
-        // The gRPC listener is bound before the HTTP one answers.
+        // The gRPC listener is bound before the admin one answers.
         for _ in 0..600 {
             if let Ok(Some(status)) = service.child.try_wait() {
                 panic!("the gateway exited with {status}; see {}", dir.display());
             }
-            if std::net::TcpStream::connect(("127.0.0.1", http_port)).is_ok()
-                && http::get(http_port, "GET", "/healthz", &[]).status == 200
+            if std::net::TcpStream::connect(("127.0.0.1", admin_port)).is_ok()
+                && http::get(admin_port, "GET", "/healthz", &[]).status == 200
             {
                 return service;
             }
