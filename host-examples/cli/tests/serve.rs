@@ -106,12 +106,7 @@ fn a_minimal_configuration_serves_authenticated_decisions_until_sigterm() {
         (200, json!({"decision": true}))
     );
     assert_eq!(post("Bearer guess").status, 401);
-    let status = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(status.success());
-    let exit = child.wait().unwrap();
+    let exit = cedar_edge_testkit::terminate(&mut child);
     assert!(exit.success(), "{exit:?}");
     let audit = std::fs::read_to_string(dir.join("decisions.jsonl")).unwrap();
     let decisions: Vec<serde_json::Value> = audit

@@ -34,10 +34,7 @@ fn repo() -> PathBuf {
 
 fn sha256_hex(text: &str) -> String {
     use sha2::Digest as _;
-    sha2::Sha256::digest(text.as_bytes())
-        .iter()
-        .map(|byte| format!("{byte:02x}"))
-        .collect()
+    cedar_edge_core::hex(&sha2::Sha256::digest(text.as_bytes()))
 }
 
 impl Service {

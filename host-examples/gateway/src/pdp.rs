@@ -97,7 +97,7 @@ impl Pdp {
     }
 
     async fn route(
-        &self,
+        self: &Arc<Self>,
         request: HttpReq<Incoming>,
         connection: &ConnectionInfo,
         request_id: Option<&HeaderValue>,
@@ -196,25 +196,22 @@ impl Pdp {
     /// CPU. One audit record says what was asked and how many results went
     /// back.
     async fn search(
-        &self,
+        self: &Arc<Self>,
         kind: SearchKind,
         body: Value,
         active: &Arc<LoadedBundle>,
         caller: &Caller<'_>,
     ) -> Result<Value, authzen::BadRequest> {
         let started = Instant::now();
-        let (types, action_type) = (self.config.types.clone(), self.config.action_type.clone());
         let attributes = caller.config.request_attributes;
         let limits = SearchLimits {
             default_page_size: self.config.limits.max_search_page,
             max_page_size: self.config.limits.max_search_page,
         };
-        let bundle = Arc::clone(active);
+        // The blocking thread borrows the names from the service itself.
+        let (service, bundle) = (Arc::clone(self), Arc::clone(active));
         let searched = tokio::task::spawn_blocking(move || {
-            let names = Names {
-                types: &types,
-                action_type: &action_type,
-            };
+            let names = service.names();
             crate::search::search(kind, &body, &bundle, &names, attributes, limits)
         })
         .await;

@@ -79,12 +79,7 @@ fn ten_thousand_decisions_then_sigterm_give_ten_thousand_records() {
         denied += d;
     }
     assert_eq!(allowed + denied, total);
-    let status = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(status.success());
-    let exit = child.wait().unwrap();
+    let exit = cedar_edge_testkit::terminate(&mut child);
     assert!(exit.success(), "the gateway exited with {exit}");
 
     let log = std::fs::read_to_string(&setup.audit_log).unwrap();

@@ -23,7 +23,6 @@ use cedar_edge_testkit::repo;
 use common::pki::{Authority, Leaf, https, provider};
 use common::running::Running;
 use serde_json::{Value, json};
-use sha2::{Digest, Sha256};
 
 const RUNNER_SECRET: &str = "interop-runner-secret-3f9a";
 const CONSOLE_SECRET: &str = "admin-console-secret-81c2";
@@ -46,10 +45,8 @@ struct Service {
 }
 
 fn sha256_hex(text: &str) -> String {
-    Sha256::digest(text.as_bytes())
-        .iter()
-        .map(|byte| format!("{byte:02x}"))
-        .collect()
+    use sha2::Digest as _;
+    cedar_edge_core::hex(&sha2::Sha256::digest(text.as_bytes()))
 }
 
 /// Writes the configuration; `pdp_extra` goes at the end of the `pdp`

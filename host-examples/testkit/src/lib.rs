@@ -28,3 +28,14 @@ pub fn free_port() -> u16 {
         .map(|address| address.port())
         .expect("a free port")
 }
+
+/// Sends SIGTERM to a child process, as a service manager stops it, and
+/// waits for its exit.
+pub fn terminate(child: &mut std::process::Child) -> std::process::ExitStatus {
+    let sent = std::process::Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .expect("run kill");
+    assert!(sent.success(), "kill -TERM failed");
+    child.wait().expect("wait for the child")
+}
