@@ -11,9 +11,11 @@
     missing_debug_implementations
 )]
 
+pub mod git_server;
 pub mod http;
 pub mod jwt;
 pub mod load;
+pub mod registry;
 pub mod upstream;
 
 /// The repository root.

@@ -1,0 +1,1 @@
+//! Git remotes as bundle sources.

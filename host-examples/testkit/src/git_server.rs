@@ -1,0 +1,1 @@
+//! A Git server on loopback for tests.

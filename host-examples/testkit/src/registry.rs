@@ -1,0 +1,1 @@
+//! An OCI registry on loopback for tests.
