@@ -185,6 +185,7 @@ pub fn bundle_with_docs(policies: usize, seed: u64, docs: Option<usize>) -> Gene
             }),
             template_links: None,
             prepared_schema_json: None,
+            settings: Default::default(),
         },
         tenants,
         policies,

@@ -45,6 +45,14 @@ impl GuestBundle for LoadedBundle {
             entities: source.entities.map(bundle_file),
             template_links: source.template_links.map(bundle_file),
             prepared_schema_json: source.prepared_schema_json,
+            settings: engine::BundleSettings {
+                validation: match source.validation {
+                    wit::ValidationMode::Strict => engine::ValidationMode::Strict,
+                    wit::ValidationMode::Permissive => engine::ValidationMode::Permissive,
+                    wit::ValidationMode::None => engine::ValidationMode::None,
+                },
+                cedar_version: source.cedar_version,
+            },
         };
         let limits = engine::RequestLimits {
             max_context_bytes: limits.max_context_bytes,

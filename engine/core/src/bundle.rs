@@ -9,10 +9,12 @@ use std::str::FromStr;
 use cedar_policy::{Entities, PolicyId, PolicySet, Schema, SlotId};
 #[cfg(feature = "validate")]
 use cedar_policy::{ValidationMode, Validator};
+
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
 
 use crate::diagnostic::Diagnostic;
+use crate::pack::{BundleSettings, FileRole, SETTINGS_FILE, SettingsFile, ValidationMode as Mode};
 use crate::request::RequestLimits;
 use crate::value::EntityUid;
 
@@ -49,6 +51,8 @@ pub struct BundleSource {
     /// the Cedar-syntax schema parser (the component). Not part of the
     /// bundle id: it is derived from `schema`.
     pub prepared_schema_json: Option<String>,
+    /// The validation mode and packer's Cedar version: part of the id.
+    pub settings: BundleSettings,
 }
 
 /// A bundle directory that could not be read.
@@ -76,18 +80,22 @@ impl BundleSource {
         let bundle_dir = BundleDir::open(dir, max_file_bytes)?;
         let mut source = Self::default();
         for relative in bundle_dir.files("", SKIPPED_DIRS)? {
-            let name = relative.rsplit('/').next().unwrap_or(&relative);
-            let is_schema = name.ends_with(".cedarschema") || name.ends_with(".cedarschema.json");
-            let slot = if name.ends_with(".cedar") {
-                None
-            } else if is_schema {
-                Some(&mut source.schema)
-            } else if relative == ENTITIES_FILE {
-                Some(&mut source.entities)
-            } else if relative == TEMPLATE_LINKS_FILE {
-                Some(&mut source.template_links)
-            } else {
+            if relative == SETTINGS_FILE {
+                let text = bundle_dir.read(&relative)?;
+                let settings: SettingsFile =
+                    serde_json::from_str(&text).map_err(|err| BundleReadError {
+                        path: dir.join(&relative),
+                        message: err.to_string(),
+                    })?;
+                source.settings.validation = settings.validation;
                 continue;
+            }
+            let slot = match FileRole::of_path(&relative) {
+                Some(FileRole::Policy) => None,
+                Some(FileRole::Schema) => Some(&mut source.schema),
+                Some(FileRole::Entities) => Some(&mut source.entities),
+                Some(FileRole::TemplateLinks) => Some(&mut source.template_links),
+                None => continue,
             };
             let contents = bundle_dir.read(&relative)?;
             let file = BundleFile {
@@ -144,30 +152,35 @@ impl BundleSource {
             .chain(self.template_links.iter())
     }
 
-    /// The content hash of the bundle: `sha256:` and 64 hex digits.
-    ///
-    /// Each file is hashed with its role, path and length, so that moving text
-    /// between files changes the id.
-    pub fn content_hash(&self) -> String {
-        let mut hasher = Sha256::new();
-        let roles = self
-            .policies
-            .iter()
-            .map(|file| ("policy", file))
-            .chain(self.schema.iter().map(|file| ("schema", file)))
-            .chain(self.entities.iter().map(|file| ("entities", file)))
-            .chain(self.template_links.iter().map(|file| ("links", file)));
-        for (role, file) in roles {
-            for part in [
-                role.as_bytes(),
-                file.path.as_bytes(),
-                file.contents.as_bytes(),
-            ] {
-                hasher.update((part.len() as u64).to_le_bytes());
-                hasher.update(part);
-            }
+    /// Reads a bundle from a directory or a packed file (`cedar-edge
+    /// pack`), each file at most `max_file_bytes` long.
+    pub fn open(path: &Path, max_file_bytes: u64) -> Result<Self, BundleReadError> {
+        if path.is_dir() {
+            return Self::from_dir_capped(path, max_file_bytes);
         }
-        format!("sha256:{}", hex(&hasher.finalize()))
+        let error = |message: String| BundleReadError {
+            path: path.to_owned(),
+            message,
+        };
+        // The archive holds the files and their headers: its own cap is the
+        // per-file cap times a margin, checked before and during the read.
+        let archive_cap = max_file_bytes.saturating_mul(4);
+        let file = std::fs::File::open(path).map_err(|err| error(err.to_string()))?;
+        let mut bytes = Vec::new();
+        file.take(archive_cap + 1)
+            .read_to_end(&mut bytes)
+            .map_err(|err| error(err.to_string()))?;
+        if bytes.len() as u64 > archive_cap {
+            return Err(error(format!(
+                "the packed bundle is over the cap of {archive_cap} bytes"
+            )));
+        }
+        if !crate::pack::looks_packed(&bytes) {
+            return Err(error(
+                "neither a bundle directory nor a packed bundle (`cedar-edge pack`)".to_owned(),
+            ));
+        }
+        Self::from_packed(&bytes, max_file_bytes).map_err(|err| error(err.message))
     }
 }
 
@@ -430,6 +443,7 @@ impl fmt::Display for LoadError {
 #[derive(Debug)]
 pub struct Bundle {
     pub(crate) id: String,
+    validation: Mode,
     pub(crate) policies: PolicySet,
     pub(crate) schema: Option<Schema>,
     pub(crate) entities: Entities,
@@ -472,8 +486,18 @@ impl Bundle {
         }
         #[cfg(feature = "validate")]
         if let (Some(schema), true) = (&schema, diagnostics.is_empty()) {
-            validate_policies(schema, &policies, &origins, &mut diagnostics);
+            validate_policies(
+                schema,
+                source.settings.validation,
+                &policies,
+                &origins,
+                &mut diagnostics,
+            );
         }
+        let id = source
+            .content_hash()
+            .map_err(|err| diagnostics.push(Diagnostic::in_file("", err.message)))
+            .unwrap_or_default();
         let entities = parse_entities(source.entities.as_ref(), schema.as_ref(), &mut diagnostics);
         if !diagnostics.is_empty() {
             return Err(LoadError { diagnostics });
@@ -504,7 +528,8 @@ impl Bundle {
             std::sync::Arc::new(prepared)
         };
         Ok(Self {
-            id: source.content_hash(),
+            id,
+            validation: source.settings.validation,
             policies,
             schema,
             entities,
@@ -531,6 +556,11 @@ impl Bundle {
     /// The content hash that every decision carries.
     pub fn id(&self) -> &str {
         &self.id
+    }
+
+    /// How the bundle's policies were validated.
+    pub fn validation_mode(&self) -> Mode {
+        self.validation
     }
 
     /// The ids of the policies and template links, sorted.
@@ -798,11 +828,18 @@ fn link_templates(file: &BundleFile, policies: &mut PolicySet, diagnostics: &mut
 #[cfg(feature = "validate")]
 fn validate_policies(
     schema: &Schema,
+    mode: Mode,
     policies: &PolicySet,
     origins: &Origins<'_>,
     diagnostics: &mut Vec<Diagnostic>,
 ) {
-    let result = Validator::new(schema.clone()).validate(policies, ValidationMode::Strict);
+    let mode = match mode {
+        Mode::Strict => ValidationMode::Strict,
+        Mode::Permissive => ValidationMode::Permissive,
+        // The owner opted out: Cedar answers such policies, errors and all.
+        Mode::None => return,
+    };
+    let result = Validator::new(schema.clone()).validate(policies, mode);
     for error in result.validation_errors() {
         let policy_id = error.policy_id().to_string();
         // A template link is reported at its template.

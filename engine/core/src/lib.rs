@@ -19,6 +19,7 @@ mod diagnostic;
 mod entity_cache;
 mod index;
 mod nesting;
+mod pack;
 mod request;
 mod response;
 mod search;
@@ -32,6 +33,10 @@ pub use bundle::{
 };
 pub use diagnostic::{Diagnostic, SourcedProblem};
 pub use nesting::{MAX_NESTING, MAX_OPERATOR_DEPTH};
+pub use pack::{
+    BundleSettings, FORMAT as PACK_FORMAT, FileRole, MANIFEST_PATH, Manifest, ManifestFile,
+    PackError, SETTINGS_FILE, ValidationMode, cedar_version, looks_packed,
+};
 pub use request::{ContextInput, EntityInput, Request, RequestError, RequestLimits};
 pub use response::{Decision, PolicyError, Response};
 pub use search::{Search, SearchHit, SearchSlot};

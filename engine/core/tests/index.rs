@@ -65,6 +65,7 @@ fn indexed_answers_equal_full_evaluation_everywhere() {
         entities: Some(file("entities.json", ENTITIES)),
         template_links: Some(file("template-links.json", LINKS)),
         prepared_schema_json: None,
+        settings: Default::default(),
     };
     let bundle = Bundle::load(&source, RequestLimits::default()).unwrap();
     let principals = [("User", "ann"), ("User", "bo"), ("Bot", "crawler")];
@@ -158,6 +159,7 @@ fn request_entities_that_reparent_the_store_are_joined_in_full() {
         )),
         template_links: None,
         prepared_schema_json: None,
+        settings: Default::default(),
     };
     let bundle = Bundle::load(&source, RequestLimits::default()).unwrap();
     let mut request = Request {
@@ -199,6 +201,7 @@ fn request_entities_inherit_the_store_hierarchy() {
         )),
         template_links: None,
         prepared_schema_json: None,
+        settings: Default::default(),
     };
     let bundle = Bundle::load(&source, RequestLimits::default()).unwrap();
     let claims_user = |parent: &str| cedar_edge_core::EntityInput {

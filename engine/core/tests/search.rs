@@ -156,6 +156,7 @@ fn generated(seed: u64) -> Bundle {
         }),
         template_links: None,
         prepared_schema_json: None,
+        settings: Default::default(),
     };
     Bundle::load(&source, RequestLimits::default()).expect("generated bundle loads")
 }
@@ -544,6 +545,7 @@ fn with_a_schema_every_outcome_is_the_authorization_of_that_candidate() {
         }),
         template_links: None,
         prepared_schema_json: None,
+        settings: Default::default(),
     };
     let bundle = Bundle::load(&source, RequestLimits::default()).unwrap();
     let users = ["ann", "bo"].map(|id| EntityUid::new("User", id));

@@ -5,3 +5,4 @@
 
 pub mod git;
 pub mod oci;
+pub mod verify;

@@ -15,6 +15,12 @@ pub(crate) fn bundle_source(source: &engine::BundleSource) -> wit::BundleSource 
         entities: source.entities.as_ref().map(file),
         template_links: source.template_links.as_ref().map(file),
         prepared_schema_json: source.prepared_schema_json.clone(),
+        validation: match source.settings.validation {
+            engine::ValidationMode::Strict => wit::ValidationMode::Strict,
+            engine::ValidationMode::Permissive => wit::ValidationMode::Permissive,
+            engine::ValidationMode::None => wit::ValidationMode::None,
+        },
+        cedar_version: source.settings.cedar_version.clone(),
     }
 }
 

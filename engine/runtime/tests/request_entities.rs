@@ -271,6 +271,7 @@ fn source() -> BundleSource {
         entities: Some(file("entities.json", STORE)),
         template_links: None,
         prepared_schema_json: None,
+        settings: Default::default(),
     }
 }
 

@@ -7,11 +7,15 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use cedar_edge_core::{Bundle, BundleFile, BundleSource, LoadError, RequestLimits};
+use cedar_edge_core::{
+    Bundle, BundleFile, BundleSource, DEFAULT_MAX_FILE_BYTES, LoadError, RequestLimits, hex,
+};
 use cedar_edge_mapping::config::ContextSource;
 use cedar_edge_mapping::{Mapping, MappingConfig, MappingError};
+use cedar_edge_signing::{PublicKey, TrustedKeys};
 use serde::Deserialize;
 use serde_json::{Value, json};
+use sha2::Digest as _;
 
 /// The bundle, every file inline.
 #[derive(Debug, Clone, Deserialize)]
@@ -89,6 +93,7 @@ impl BundleConfig {
                 .as_ref()
                 .map(|links| file("template-links.json", links.text())),
             prepared_schema_json: None,
+            settings: Default::default(),
         }
     }
 }
@@ -148,25 +153,96 @@ impl Reads {
     }
 }
 
+/// A packed bundle inline, as `cedar-edge envoy-config` writes it: the
+/// archive's bytes in base64, its signature, and the digest it must have.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PackedBundle {
+    /// The packed bundle (`cedar-edge pack`), base64.
+    pub packed: String,
+    /// Its `.sig` file's text, required when `trusted_keys` is set.
+    #[serde(default)]
+    pub signature: Option<String>,
+    /// `sha256:…`: the bundle id the archive must have, if pinned.
+    #[serde(default)]
+    pub digest: Option<String>,
+}
+
+impl PackedBundle {
+    /// Checks the pin and the signature over the archive's bytes, then
+    /// reads it: nothing unsigned is parsed.
+    fn source(&self, trusted: &TrustedKeys) -> Result<BundleSource, ConfigError> {
+        use base64::Engine as _;
+        let bytes = base64::engine::general_purpose::STANDARD
+            .decode(self.packed.trim())
+            .map_err(|err| ConfigError::Shape(format!("`bundle.packed`: not base64: {err}")))?;
+        let digest = format!("sha256:{}", hex(&sha2::Sha256::digest(&bytes)));
+        if let Some(pinned) = &self.digest
+            && *pinned != digest
+        {
+            return Err(ConfigError::Shape(format!(
+                "`bundle.digest` pins {pinned}, and the packed bundle is {digest}"
+            )));
+        }
+        if !trusted.is_empty() {
+            trusted
+                .verify(&bytes, self.signature.as_deref().map(str::as_bytes))
+                .map_err(|err| ConfigError::Shape(format!("`bundle.signature`: {err}")))?;
+        }
+        BundleSource::from_packed(&bytes, DEFAULT_MAX_FILE_BYTES)
+            .map_err(|err| ConfigError::Shape(format!("`bundle.packed`: {err}")))
+    }
+}
+
+/// The `trusted_keys` list: PEM public keys, each named by its place.
+fn trusted_keys(value: Option<Value>) -> Result<TrustedKeys, ConfigError> {
+    let pems: Vec<String> = match value {
+        None => Vec::new(),
+        Some(value) => serde_json::from_value(value)
+            .map_err(|err| ConfigError::Shape(format!("`trusted_keys`: {err}")))?,
+    };
+    let mut trusted = TrustedKeys::default();
+    for (index, pem) in pems.iter().enumerate() {
+        let key = PublicKey::from_pem(pem)
+            .map_err(|err| ConfigError::Shape(format!("`trusted_keys[{index}]`: {err}")))?;
+        trusted.add(format!("trusted_keys[{index}]"), key);
+    }
+    Ok(trusted)
+}
+
 /// Parses a plugin configuration, loads and validates its bundle once, and
 /// builds the mapping over it.
 pub fn load(bytes: &[u8]) -> Result<Mapping, ConfigError> {
     let mut config: Value =
         serde_json::from_slice(bytes).map_err(|err| ConfigError::Shape(err.to_string()))?;
-    let bundle_json = config
+    let object = config
         .as_object_mut()
-        .and_then(|object| object.remove("bundle"))
+        .ok_or_else(|| ConfigError::Shape("not a JSON object".to_owned()))?;
+    let bundle_json = object
+        .remove("bundle")
         .ok_or_else(|| ConfigError::Shape("missing field `bundle`".to_owned()))?;
-    let bundle: BundleConfig = serde_json::from_value(bundle_json)
-        .map_err(|err| ConfigError::Shape(format!("`bundle`: {err}")))?;
+    let trusted = trusted_keys(object.remove("trusted_keys"))?;
+    let source = if bundle_json.get("packed").is_some() {
+        let packed: PackedBundle = serde_json::from_value(bundle_json)
+            .map_err(|err| ConfigError::Shape(format!("`bundle`: {err}")))?;
+        packed.source(&trusted)?
+    } else {
+        if !trusted.is_empty() {
+            return Err(ConfigError::Shape(
+                "`trusted_keys` needs a packed, signed `bundle` (`cedar-edge envoy-config` writes one); inline files carry no signature".to_owned(),
+            ));
+        }
+        let bundle: BundleConfig = serde_json::from_value(bundle_json)
+            .map_err(|err| ConfigError::Shape(format!("`bundle`: {err}")))?;
+        bundle.source()
+    };
     let mapping: MappingConfig =
         serde_json::from_value(config).map_err(|err| ConfigError::Shape(err.to_string()))?;
-    let bundle = Bundle::load(&bundle.source(), RequestLimits::default()).map_err(|error| {
-        ConfigError::Bundle {
+    let bundle =
+        Bundle::load(&source, RequestLimits::default()).map_err(|error| ConfigError::Bundle {
             mapping_problems: mapping.problems_without_bundle(),
             error,
-        }
-    })?;
+        })?;
     Ok(Mapping::new(mapping, Arc::new(bundle))?)
 }
 
@@ -200,5 +276,35 @@ pub fn inline_bundle(source: &BundleSource) -> Value {
 pub fn plugin_config(source: &BundleSource, mapping: &Value) -> Value {
     let mut config = mapping.as_object().cloned().unwrap_or_default();
     config.insert("bundle".to_owned(), inline_bundle(source));
+    Value::Object(config)
+}
+
+/// A plugin configuration around a packed bundle: the mapping with
+/// `bundle: {packed, signature, digest}` and, when given, `trusted_keys`
+/// (PEM) that the filter checks the signature against at configure time.
+pub fn packed_plugin_config(
+    packed: &[u8],
+    signature: Option<&str>,
+    trusted_keys: &[String],
+    mapping: &Value,
+) -> Value {
+    use base64::Engine as _;
+    let mut config = mapping.as_object().cloned().unwrap_or_default();
+    let mut bundle = serde_json::Map::new();
+    bundle.insert(
+        "packed".to_owned(),
+        json!(base64::engine::general_purpose::STANDARD.encode(packed)),
+    );
+    if let Some(signature) = signature {
+        bundle.insert("signature".to_owned(), json!(signature.trim()));
+    }
+    bundle.insert(
+        "digest".to_owned(),
+        json!(format!("sha256:{}", hex(&sha2::Sha256::digest(packed)))),
+    );
+    config.insert("bundle".to_owned(), Value::Object(bundle));
+    if !trusted_keys.is_empty() {
+        config.insert("trusted_keys".to_owned(), json!(trusted_keys));
+    }
     Value::Object(config)
 }

@@ -143,7 +143,8 @@ impl BundleSlot {
                 return Err(err.into());
             }
         };
-        let hash = source.content_hash();
+        // A source that cannot be packed has no id; loading it reports why.
+        let hash = source.content_hash().unwrap_or_default();
         if hash == self.serving().bundle_id() {
             set(&self.pending, None);
             return Ok(false);
