@@ -237,21 +237,13 @@ pub async fn push(
             options.max_artifact_bytes,
         ));
     }
-    if let Some(signature) = signature {
-        if signature.len() as u64 > MAX_SIGNATURE_BYTES {
-            return Err(too_large("signature", signature.len(), MAX_SIGNATURE_BYTES));
-        }
+    if let Some(signature) = signature
+        && signature.len() as u64 > MAX_SIGNATURE_BYTES
+    {
+        return Err(too_large("signature", signature.len(), MAX_SIGNATURE_BYTES));
     }
     let bundle = encode(BUNDLE_ARTIFACT_TYPE, BUNDLE_LAYER_MEDIA_TYPE, artifact);
-    if let Some(expected) = reference.digest() {
-        if expected != bundle.digest {
-            return Err(OciError::ManifestDigestMismatch {
-                reference: reference.to_string(),
-                expected: expected.to_owned(),
-                actual: bundle.digest,
-            });
-        }
-    }
+    check_pinned(reference, &bundle.digest)?;
     let client = options.client()?;
     let image = reference.to_client();
     client
@@ -330,15 +322,7 @@ pub async fn resolve(reference: &Reference, options: &RegistryOptions) -> Result
         reference: reference.to_string(),
         reason: format!("the registry answered with {reason}"),
     })?;
-    if let Some(expected) = reference.digest() {
-        if expected != digest {
-            return Err(OciError::ManifestDigestMismatch {
-                reference: reference.to_string(),
-                expected: expected.to_owned(),
-                actual: digest,
-            });
-        }
-    }
+    check_pinned(reference, &digest)?;
     Ok(digest)
 }
 
@@ -354,15 +338,7 @@ pub async fn pull(reference: &Reference, options: &RegistryOptions) -> Result<Pu
     // Computed here, whatever the client checked: by digest, this is the
     // whole trust in the pull.
     let manifest_digest = sha256_digest(&body);
-    if let Some(expected) = reference.digest() {
-        if expected != manifest_digest {
-            return Err(OciError::ManifestDigestMismatch {
-                reference: reference.to_string(),
-                expected: expected.to_owned(),
-                actual: manifest_digest,
-            });
-        }
-    }
+    check_pinned(reference, &manifest_digest)?;
     let layer =
         single_layer(&body, BUNDLE_ARTIFACT_TYPE, BUNDLE_LAYER_MEDIA_TYPE).map_err(|reason| {
             OciError::NotABundle {
@@ -486,6 +462,19 @@ async fn download(
         });
     }
     Ok(bytes)
+}
+
+/// A reference by digest names exactly one manifest: anything else is
+/// refused, whichever side computed the other digest.
+fn check_pinned(reference: &Reference, actual: &str) -> Result<(), OciError> {
+    match reference.digest() {
+        Some(expected) if expected != actual => Err(OciError::ManifestDigestMismatch {
+            reference: reference.to_string(),
+            expected: expected.to_owned(),
+            actual: actual.to_owned(),
+        }),
+        _ => Ok(()),
+    }
 }
 
 fn is_digest_error(err: &std::io::Error) -> bool {

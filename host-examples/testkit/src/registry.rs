@@ -100,10 +100,9 @@ impl Registry {
     fn wait_ready(&mut self) {
         let deadline = Instant::now() + Duration::from_secs(15);
         loop {
-            if let Some(reply) = crate::http::try_send(self.port, "GET", "/v2/", &[]) {
-                if reply.status == 200 {
-                    return;
-                }
+            let reply = crate::http::try_send(self.port, "GET", "/v2/", &[]);
+            if reply.is_some_and(|reply| reply.status == 200) {
+                return;
             }
             let exited = self
                 .child

@@ -175,10 +175,10 @@ fn check_registry(registry: &str) -> Result<(), String> {
             "`{registry}` is not a registry host: letters, digits, `.` and `-`, then an optional `:PORT`; {SHAPE}"
         ));
     }
-    if let Some(port) = port {
-        if !port.chars().all(|c| c.is_ascii_digit()) || !matches!(port.parse::<u16>(), Ok(1..)) {
-            return Err(format!("`{port}` is not a port number"));
-        }
+    if let Some(port) = port
+        && (!port.chars().all(|c| c.is_ascii_digit()) || !matches!(port.parse::<u16>(), Ok(1..)))
+    {
+        return Err(format!("`{port}` is not a port number"));
     }
     Ok(())
 }
