@@ -213,8 +213,9 @@ pub fn signature_tag(manifest_digest: &str) -> String {
 
 /// Pushes a packed bundle, and its signature if given, to `reference`.
 ///
-/// The manifest is deterministic (see [`BUNDLE_ARTIFACT_TYPE`] for its
-/// shape), so pushing the same artifact again gives the same digest. The
+/// The manifest is deterministic (its shape is in the module's docs; it
+/// has no timestamps), so pushing the same artifact again gives the same
+/// digest. The
 /// signature is pushed before the bundle's manifest, so a poller that sees
 /// the tag move finds the signature already there. A reference by digest
 /// is accepted only when it is the digest this artifact's manifest has.
