@@ -156,9 +156,34 @@ fn install_envoy() -> Result<(), String> {
     run(&envoy, &["--version"])
 }
 
+/// Installs the OCI registry the distribution tests push to (Debian's
+/// `docker-registry`) unless it is already there.
+fn install_registry() -> Result<(), String> {
+    if std::path::Path::new("/usr/bin/docker-registry").exists() {
+        return Ok(());
+    }
+    // As root (CI containers) apt runs directly; otherwise through sudo.
+    let root = Command::new("id")
+        .arg("-u")
+        .output()
+        .is_ok_and(|out| out.stdout.starts_with(b"0\n"));
+    let apt = |args: &[&str]| {
+        if root || !std::path::Path::new("/usr/bin/sudo").exists() {
+            run("apt-get", args)
+        } else {
+            let mut sudo = vec!["apt-get"];
+            sudo.extend_from_slice(args);
+            run("sudo", &sudo)
+        }
+    };
+    apt(&["update"])?;
+    apt(&["install", "-y", "docker-registry"])
+}
+
 fn test() -> Result<(), String> {
     install_targets()?;
     install_envoy()?;
+    install_registry()?;
     run("rustup", &["component", "add", "rustfmt", "clippy"])?;
     cargo(&["fmt", "--all", "--check"])?;
     let mut test = vec!["test", "--release", "--all-targets", "--no-fail-fast"];
