@@ -86,16 +86,21 @@ fn pushed_bundle_is_the_latest_commit_and_exports_alone() {
 
 #[test]
 fn root_of_the_repository_is_the_default_folder() {
-    let (server, _tree, commit) = pushed_bundle();
+    let (server, tree, _commit) = pushed_bundle();
+    // A path past the 100 bytes of a plain tar header.
+    let long = format!("{}/long.cedar", ["nested-folder-name"; 8].join("/"));
+    assert!(long.len() > 100);
+    tree.write(&long, "// far down\n");
+    let commit = tree.commit("a long path");
+    tree.push("HEAD:refs/heads/main");
+
     let source = source(&server, "branch=main");
     assert_eq!(source.subdir(), "");
     let checkout = source.checkout(&commit).unwrap();
-    let files = files_below(checkout.dir());
-    assert!(files.contains(&"README.md".to_owned()), "{files:?}");
-    assert!(
-        files.contains(&format!("{SUBDIR}/deploy.cedar")),
-        "{files:?}"
-    );
+    let files = contents(checkout.dir());
+    assert_eq!(files["README.md"], b"policies for every gateway\n");
+    assert!(files.contains_key(&format!("{SUBDIR}/deploy.cedar")));
+    assert_eq!(files[&long], b"// far down\n");
 }
 
 #[test]
@@ -512,5 +517,75 @@ fn an_export_larger_than_the_cap_is_refused() {
     assert!(
         matches!(&err, GitError::Git { action: "archive", message, .. } if message.contains("2048")),
         "{err}"
+    );
+}
+
+/// An SSH key pair made with `ssh-keygen`; gives the private key's path
+/// and the public key line.
+fn ssh_key(dir: &Path, name: &str) -> (PathBuf, String) {
+    let key = dir.join(name);
+    let status = Command::new("ssh-keygen")
+        .args(["-q", "-t", "ed25519", "-N", "", "-C", name, "-f"])
+        .arg(&key)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let public = std::fs::read_to_string(key.with_extension("pub")).unwrap();
+    (key, public.trim().to_owned())
+}
+
+#[test]
+fn signed_commits_are_required_when_asked_for() {
+    let (server, tree, unsigned) = pushed_bundle();
+    let keys = server.scratch("keys");
+    let (alice, alice_public) = ssh_key(&keys, "alice");
+    let (mallory, _) = ssh_key(&keys, "mallory");
+    let allowed = keys.join("allowed_signers");
+    std::fs::write(
+        &allowed,
+        format!("alice@cedar-edge.invalid namespaces=\"git\" {alice_public}\n"),
+    )
+    .unwrap();
+    let source = source(&server, &format!("main:{SUBDIR}")).require_signed_commits(&allowed);
+
+    let err = source.checkout(&unsigned).unwrap_err();
+    assert!(
+        matches!(&err, GitError::Unsigned { commit, .. } if commit == &unsigned),
+        "{err}"
+    );
+
+    tree.write(
+        &format!("{SUBDIR}/signed.cedar"),
+        "permit(principal, action, resource);\n",
+    );
+    let signed = tree.commit_signed("signed by alice", &alice);
+    tree.push("HEAD:refs/heads/main");
+    let checkout = source.checkout(&signed).unwrap();
+    assert_eq!(checkout.signer(), Some("alice@cedar-edge.invalid"));
+    assert!(checkout.dir().join("signed.cedar").is_file());
+    // Without the requirement nobody is named.
+    let plain = source_with_subdir(&server, SUBDIR)
+        .checkout(&signed)
+        .unwrap();
+    assert_eq!(plain.signer(), None);
+
+    tree.write(
+        &format!("{SUBDIR}/forged.cedar"),
+        "permit(principal, action, resource);\n",
+    );
+    let forged = tree.commit_signed("signed by an unknown key", &mallory);
+    tree.push("HEAD:refs/heads/main");
+    let err = source.checkout(&forged).unwrap_err();
+    assert!(
+        matches!(&err, GitError::Unsigned { commit, .. } if commit == &forged),
+        "{err}"
+    );
+    // The refused commit left no files behind.
+    drop((checkout, plain));
+    assert_eq!(
+        std::fs::read_dir(source.cache_dir().join("exports"))
+            .unwrap()
+            .count(),
+        0
     );
 }
