@@ -120,6 +120,9 @@ pub(super) fn run(
         .map(|pipe| thread::spawn(move || read_capped(pipe, STDERR_CAP, None)));
 
     let deadline = Instant::now() + timeout;
+    // Done when git has exited and both pipes are closed: a helper git
+    // started may hold them longer, and is bound by the same deadline.
+    let mut exited = None;
     let status = loop {
         let failure = if overflow.load(Ordering::Relaxed) {
             Some(RunError::TooMuchOutput)
@@ -129,19 +132,27 @@ pub(super) fn run(
             None
         };
         if let Some(failure) = failure {
-            // The readers are left to finish on their own: a helper that git
-            // started may hold the pipes a little longer.
+            // The readers are left to end with the pipes.
             kill_group(&mut child);
             return Err(failure);
         }
-        match child.try_wait() {
-            Ok(Some(status)) => break status,
-            Ok(None) => thread::sleep(POLL),
-            Err(err) => {
-                kill_group(&mut child);
-                return Err(RunError::Spawn(err));
+        if exited.is_none() {
+            match child.try_wait() {
+                Ok(status) => exited = status,
+                Err(err) => {
+                    kill_group(&mut child);
+                    return Err(RunError::Spawn(err));
+                }
             }
         }
+        let drained = stdout.as_ref().is_none_or(thread::JoinHandle::is_finished)
+            && stderr.as_ref().is_none_or(thread::JoinHandle::is_finished);
+        if let Some(status) = exited
+            && drained
+        {
+            break status;
+        }
+        thread::sleep(POLL);
     };
     let stdout = stdout
         .and_then(|reader| reader.join().ok())
