@@ -16,8 +16,12 @@ pub const USAGE: u8 = 64;
 pub const BUNDLE: u8 = 65;
 /// A test or request file could not be read or has an error.
 pub const SUITE: u8 = 66;
+/// A registry or Git remote could not be reached.
+pub const UNAVAILABLE: u8 = 69;
 /// The policy component could not be started.
 pub const RUNTIME: u8 = 70;
+/// The bundle is unsigned, or no trusted key signed it.
+pub const UNTRUSTED: u8 = 77;
 /// `serve`: the configuration is wrong, or the service stopped on an
 /// error it could not recover from.
 pub const CONFIG: u8 = 78;

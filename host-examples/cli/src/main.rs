@@ -32,6 +32,20 @@ enum Command {
     Diff(command::diff::DiffArgs),
     /// Run the decision service: AuthZEN for authenticated callers.
     Serve(command::serve::ServeArgs),
+    /// Pack a bundle into one deterministic archive; prints its id.
+    Pack(command::pack::PackArgs),
+    /// Make a key pair for signing bundles.
+    Keygen(command::keys::KeygenArgs),
+    /// Sign a packed bundle (cosign `sign-blob` format).
+    Sign(command::keys::SignArgs),
+    /// Verify a bundle's signature against trusted keys; prints its id.
+    Verify(command::keys::VerifyArgs),
+    /// Push a packed bundle and its signature to an OCI registry.
+    Push(command::registry::PushArgs),
+    /// Pull a bundle from an OCI registry, verified when keys are trusted.
+    Pull(command::registry::PullArgs),
+    /// Render the Envoy filter's plugin configuration for a packed bundle.
+    EnvoyConfig(command::envoy_config::EnvoyConfigArgs),
 }
 
 /// The stack the commands run on. Cedar's parsers recurse per nesting level
@@ -75,5 +89,12 @@ fn run(cli: Cli) -> u8 {
         Command::Test(args) => command::test::run(&args),
         Command::Diff(args) => command::diff::run(&args),
         Command::Serve(args) => command::serve::run(&args),
+        Command::Pack(args) => command::pack::run(&args),
+        Command::Keygen(args) => command::keys::keygen(&args),
+        Command::Sign(args) => command::keys::sign(&args),
+        Command::Verify(args) => command::keys::verify(&args),
+        Command::Push(args) => command::registry::push(&args),
+        Command::Pull(args) => command::registry::pull(&args),
+        Command::EnvoyConfig(args) => command::envoy_config::run(&args),
     }
 }

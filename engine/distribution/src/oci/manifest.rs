@@ -36,30 +36,51 @@ pub(crate) struct Encoded {
     pub layer_digest: String,
 }
 
+/// A manifest as written: fields in this declared order, whatever features
+/// `serde_json` was built with.
+#[derive(serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+struct ManifestOut<'a> {
+    schema_version: u32,
+    media_type: &'a str,
+    artifact_type: &'a str,
+    config: DescriptorOut<'a>,
+    layers: [DescriptorOut<'a>; 1],
+}
+
+#[derive(serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+struct DescriptorOut<'a> {
+    media_type: &'a str,
+    digest: String,
+    size: usize,
+}
+
 /// Writes the manifest of an artifact with one layer.
 ///
 /// The manifest holds only what the layer determines (no timestamps, no
-/// annotations), and `serde_json` writes the keys in one fixed order, so the
+/// annotations), and its keys are written in the structs' declared order
+/// (not a map's, whose order depends on `serde_json`'s features), so the
 /// same layer always gives the same manifest digest: pushing a bundle twice
 /// moves nothing, and the signature tag stays valid.
 pub(crate) fn encode(artifact_type: &str, layer_media_type: &str, layer: &[u8]) -> Encoded {
     let layer_digest = sha256_digest(layer);
-    let json = serde_json::json!({
-        "schemaVersion": 2,
-        "mediaType": IMAGE_MANIFEST,
-        "artifactType": artifact_type,
-        "config": {
-            "mediaType": EMPTY_MEDIA_TYPE,
-            "digest": sha256_digest(EMPTY_CONTENT),
-            "size": EMPTY_CONTENT.len(),
+    let manifest = ManifestOut {
+        schema_version: 2,
+        media_type: IMAGE_MANIFEST,
+        artifact_type,
+        config: DescriptorOut {
+            media_type: EMPTY_MEDIA_TYPE,
+            digest: sha256_digest(EMPTY_CONTENT),
+            size: EMPTY_CONTENT.len(),
         },
-        "layers": [{
-            "mediaType": layer_media_type,
-            "digest": layer_digest,
-            "size": layer.len(),
+        layers: [DescriptorOut {
+            media_type: layer_media_type,
+            digest: layer_digest.clone(),
+            size: layer.len(),
         }],
-    });
-    let bytes = json.to_string().into_bytes();
+    };
+    let bytes = serde_json::to_vec(&manifest).unwrap_or_default();
     Encoded {
         digest: sha256_digest(&bytes),
         bytes,

@@ -10,7 +10,7 @@ use cedar_edge_cli::report::print_usage_error;
 use cedar_edge_core::{ContextInput, EntityUid, Request, Response};
 use clap::{Args, ValueEnum};
 
-use super::{FileLimits, load_backend, read_bundle, start_engines};
+use super::{BundleOptions, load_backend, read_bundle, start_engines};
 
 /// How to print the decision.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -49,7 +49,7 @@ pub struct AuthorizeArgs {
     #[arg(long, value_enum, default_value_t = OutputFormat::Human)]
     format: OutputFormat,
     #[command(flatten)]
-    limits: FileLimits,
+    options: BundleOptions,
 }
 
 /// Runs the command and returns its exit code.
@@ -61,7 +61,7 @@ pub fn run(args: &AuthorizeArgs) -> u8 {
             return exit_codes::USAGE;
         }
     };
-    let source = match read_bundle(&args.bundle, args.limits) {
+    let source = match read_bundle(&args.bundle, &args.options) {
         Ok(source) => source,
         Err(code) => return code,
     };

@@ -12,7 +12,7 @@ use std::sync::Arc;
 use cedar_edge_core::Bundle;
 use clap::{Args, ValueEnum};
 
-use super::{FileLimits, load_backend, read_bundle, start_engines};
+use super::{BundleOptions, load_backend, read_bundle, start_engines};
 
 /// How to print the impact.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -45,14 +45,14 @@ pub struct DiffArgs {
     #[arg(long, value_enum, default_value_t = DiffFormat::Markdown)]
     format: DiffFormat,
     #[command(flatten)]
-    limits: FileLimits,
+    options: BundleOptions,
 }
 
 /// Runs the command and returns its exit code.
 pub fn run(args: &DiffArgs) -> u8 {
     let (old_source, new_source) = match (
-        read_bundle(&args.old_bundle, args.limits),
-        read_bundle(&args.new_bundle, args.limits),
+        read_bundle(&args.old_bundle, &args.options),
+        read_bundle(&args.new_bundle, &args.options),
     ) {
         (Ok(old), Ok(new)) => (old, new),
         (Err(code), _) | (_, Err(code)) => return code,
@@ -107,7 +107,7 @@ fn request_set(args: &DiffArgs, bundles: [(&PathBuf, &Arc<Bundle>); 2]) -> Resul
     }
     let mut cases: Vec<TestCase> = Vec::new();
     for (dir, _) in &bundles {
-        cases.extend(suite_cases(dir, args.limits)?);
+        cases.extend(suite_cases(dir, &args.options)?);
     }
     for case in &cases {
         set.add(case.request.clone());
@@ -120,7 +120,7 @@ fn request_set(args: &DiffArgs, bundles: [(&PathBuf, &Arc<Bundle>); 2]) -> Resul
     Ok(set)
 }
 
-fn suite_cases(dir: &Path, limits: FileLimits) -> Result<Vec<TestCase>, u8> {
+fn suite_cases(dir: &Path, limits: &BundleOptions) -> Result<Vec<TestCase>, u8> {
     load_suites_capped(dir, limits.max_file_bytes).map_err(|errors| {
         for error in &errors {
             eprintln!("error: {}", dir.join(error.to_string()).display());

@@ -8,7 +8,7 @@ use cedar_edge_cli::format::format_bundle;
 use cedar_edge_cli::report::print_bundle_diagnostics;
 use clap::Args;
 
-use super::{FileLimits, read_bundle};
+use super::{BundleOptions, read_bundle};
 
 /// Arguments of `cedar-edge fmt`.
 #[derive(Debug, Args)]
@@ -19,12 +19,12 @@ pub struct FmtArgs {
     #[arg(long)]
     check: bool,
     #[command(flatten)]
-    limits: FileLimits,
+    options: BundleOptions,
 }
 
 /// Runs the command and returns its exit code.
 pub fn run(args: &FmtArgs) -> u8 {
-    let source = match read_bundle(&args.bundle, args.limits) {
+    let source = match read_bundle(&args.bundle, &args.options) {
         Ok(source) => source,
         Err(code) => return code,
     };

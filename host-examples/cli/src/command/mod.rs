@@ -2,34 +2,76 @@
 
 pub mod authorize;
 pub mod diff;
+pub mod envoy_config;
 pub mod fmt;
+pub mod keys;
+pub mod pack;
+pub mod registry;
 pub mod serve;
 pub mod test;
 pub mod validate;
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use cedar_edge_cli::engines::{Engines, LoadedBundle};
 use cedar_edge_cli::exit_codes;
 use cedar_edge_cli::report::print_bundle_diagnostics;
 use cedar_edge_core::{BundleSource, DEFAULT_MAX_FILE_BYTES};
+use cedar_edge_distribution::verify::{Verified, read_local};
 use cedar_edge_runtime::RuntimeError;
+use cedar_edge_signing::TrustedKeys;
 use clap::Args;
 
-/// Limits on the bundle and test files a command reads.
-#[derive(Debug, Clone, Copy, Args)]
-pub struct FileLimits {
+/// How a command reads its bundle: limits, and the keys it must be signed
+/// with.
+#[derive(Debug, Clone, Args)]
+pub struct BundleOptions {
     /// The largest bundle or test file read, in bytes; a larger one is
     /// refused.
     #[arg(long, value_name = "BYTES", default_value_t = DEFAULT_MAX_FILE_BYTES)]
     pub max_file_bytes: u64,
+    /// Require a signature by this public key (PEM; repeat for several).
+    /// Without any, signatures are not checked.
+    #[arg(long = "trusted-key", value_name = "PUB")]
+    pub trusted_keys: Vec<PathBuf>,
+    /// The signature file; by default the bundle's path with `.sig`
+    /// appended.
+    #[arg(long, value_name = "SIG")]
+    pub signature: Option<PathBuf>,
 }
 
-/// Reads a bundle directory, or prints why not and returns the exit code.
-pub fn read_bundle(dir: &Path, limits: FileLimits) -> Result<BundleSource, u8> {
-    BundleSource::from_dir_capped(dir, limits.max_file_bytes).map_err(|err| {
+impl BundleOptions {
+    /// The trusted keys, or prints why they cannot be read.
+    pub fn trusted(&self) -> Result<TrustedKeys, u8> {
+        TrustedKeys::from_files(&self.trusted_keys).map_err(|err| {
+            eprintln!("error: {err}");
+            exit_codes::USAGE
+        })
+    }
+}
+
+/// Reads a bundle directory or packed file, verified when keys are
+/// trusted, or prints why not and returns the exit code.
+pub fn read_bundle(path: &Path, options: &BundleOptions) -> Result<BundleSource, u8> {
+    read_verified(path, options).map(|verified| verified.source)
+}
+
+/// [`read_bundle`], keeping who signed it.
+pub fn read_verified(path: &Path, options: &BundleOptions) -> Result<Verified, u8> {
+    let trusted = options.trusted()?;
+    read_local(
+        path,
+        &trusted,
+        options.signature.as_deref(),
+        options.max_file_bytes,
+    )
+    .map_err(|err| {
         eprintln!("{:?}", miette::Report::msg(err.to_string()));
-        exit_codes::BUNDLE
+        if err.signature {
+            exit_codes::UNTRUSTED
+        } else {
+            exit_codes::BUNDLE
+        }
     })
 }
 

@@ -11,7 +11,7 @@ use cedar_edge_cli::suite::report::{Palette, human, json, junit};
 use cedar_edge_cli::suite::run_cases;
 use clap::{Args, ValueEnum};
 
-use super::{FileLimits, load_backend, read_bundle, start_engines};
+use super::{BundleOptions, load_backend, read_bundle, start_engines};
 
 /// How to print results.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -48,16 +48,16 @@ pub struct TestArgs {
     #[arg(long, value_name = "FILE")]
     junit_file: Option<PathBuf>,
     #[command(flatten)]
-    limits: FileLimits,
+    options: BundleOptions,
 }
 
 /// Runs the command and returns its exit code.
 pub fn run(args: &TestArgs) -> u8 {
-    let source = match read_bundle(&args.bundle, args.limits) {
+    let source = match read_bundle(&args.bundle, &args.options) {
         Ok(source) => source,
         Err(code) => return code,
     };
-    let cases = match load_suites_capped(&args.bundle, args.limits.max_file_bytes) {
+    let cases = match load_suites_capped(&args.bundle, args.options.max_file_bytes) {
         Ok(cases) => cases,
         Err(errors) => {
             for error in &errors {

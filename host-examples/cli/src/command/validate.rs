@@ -6,11 +6,13 @@ use std::path::PathBuf;
 use cedar_edge_cli::exit_codes;
 use cedar_edge_cli::lint::{Finding, Severity, lint, load_errors};
 use cedar_edge_cli::report::render;
-use cedar_edge_core::{Bundle, BundleSource, RequestLimits};
+use cedar_edge_core::{
+    Bundle, BundleSource, Diagnostic, RequestLimits, SETTINGS_FILE, ValidationMode,
+};
 use clap::{Args, ValueEnum};
 use sha2::{Digest, Sha256};
 
-use super::{FileLimits, read_bundle};
+use super::{BundleOptions, read_bundle};
 
 /// How to print findings.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -35,12 +37,12 @@ pub struct ValidateArgs {
     #[arg(long, value_enum, default_value_t = FindingsFormat::Human)]
     format: FindingsFormat,
     #[command(flatten)]
-    limits: FileLimits,
+    options: BundleOptions,
 }
 
 /// Runs the command and returns its exit code.
 pub fn run(args: &ValidateArgs) -> u8 {
-    let source = match read_bundle(&args.bundle, args.limits) {
+    let source = match read_bundle(&args.bundle, &args.options) {
         Ok(source) => source,
         Err(code) => return code,
     };
@@ -62,10 +64,26 @@ pub fn run(args: &ValidateArgs) -> u8 {
 
 /// Load errors when the bundle does not load; lints when it does.
 fn check(source: &BundleSource) -> Vec<Finding> {
-    match Bundle::load(source, RequestLimits::default()) {
+    let mut findings = match Bundle::load(source, RequestLimits::default()) {
         Ok(bundle) => lint(source, &bundle),
         Err(err) => load_errors(&err.diagnostics),
+    };
+    // An opt-out of strict validation is the owner's choice, never silent.
+    if source.settings.validation != ValidationMode::Strict {
+        findings.push(Finding {
+            severity: Severity::Warning,
+            check: "validation-mode".to_owned(),
+            policy_id: None,
+            diagnostic: Diagnostic::in_file(
+                SETTINGS_FILE,
+                format!(
+                    "validation is `{}`, not `strict`: policies that Cedar's strict validator refuses are served, and may error or never apply at runtime",
+                    source.settings.validation
+                ),
+            ),
+        });
     }
+    findings
 }
 
 fn print(args: &ValidateArgs, source: &BundleSource, findings: &[Finding]) {
@@ -100,7 +118,7 @@ fn print(args: &ValidateArgs, source: &BundleSource, findings: &[Finding]) {
         FindingsFormat::Json => {
             let json = serde_json::json!({
                 "bundle": args.bundle.display().to_string(),
-                "bundle_id": source.content_hash(),
+                "bundle_id": source.content_hash().ok(),
                 "findings": findings,
             });
             println!("{json}");

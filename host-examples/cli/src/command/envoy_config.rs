@@ -1,0 +1,92 @@
+//! `cedar-edge envoy-config`: the Envoy filter's plugin configuration for a
+//! packed bundle and a mapping, with the bundle's digest (and signature and
+//! trusted keys) in it.
+
+use std::path::PathBuf;
+
+use cedar_edge_cli::exit_codes;
+use cedar_edge_distribution::verify::default_signature_path;
+use clap::Args;
+
+use super::{BundleOptions, read_verified};
+
+/// Arguments of `cedar-edge envoy-config`.
+#[derive(Debug, Args)]
+pub struct EnvoyConfigArgs {
+    /// The packed bundle (or a directory, packed on the way).
+    #[arg(long, value_name = "FILE")]
+    bundle: PathBuf,
+    /// The mapping: JSON, as the filter's README describes.
+    #[arg(long, value_name = "FILE")]
+    mapping: PathBuf,
+    /// Where to write the configuration; standard output by default.
+    #[arg(short, long, value_name = "FILE")]
+    output: Option<PathBuf>,
+    #[command(flatten)]
+    options: BundleOptions,
+}
+
+/// Renders the configuration after loading it exactly as the filter will,
+/// so a configuration Envoy would refuse is never written.
+pub fn run(args: &EnvoyConfigArgs) -> u8 {
+    let verified = match read_verified(&args.bundle, &args.options) {
+        Ok(verified) => verified,
+        Err(code) => return code,
+    };
+    let mapping: serde_json::Value = match std::fs::read(&args.mapping)
+        .map_err(|err| err.to_string())
+        .and_then(|bytes| serde_json::from_slice(&bytes).map_err(|err| err.to_string()))
+    {
+        Ok(mapping) => mapping,
+        Err(err) => {
+            eprintln!("error: `{}`: {err}", args.mapping.display());
+            return exit_codes::USAGE;
+        }
+    };
+    let packed = match verified.source.pack() {
+        Ok(packed) => packed,
+        Err(err) => {
+            eprintln!("error: `{}`: {err}", args.bundle.display());
+            return exit_codes::BUNDLE;
+        }
+    };
+    let signature_path = args
+        .options
+        .signature
+        .clone()
+        .unwrap_or_else(|| default_signature_path(&args.bundle));
+    let signature = std::fs::read_to_string(&signature_path).ok();
+    let mut trusted_pems = Vec::new();
+    for path in &args.options.trusted_keys {
+        match std::fs::read_to_string(path) {
+            Ok(pem) => trusted_pems.push(pem),
+            Err(err) => {
+                eprintln!("error: `{}`: {err}", path.display());
+                return exit_codes::USAGE;
+            }
+        }
+    }
+    let config = cedar_edge_envoy_filter::config::packed_plugin_config(
+        &packed,
+        signature.as_deref(),
+        &trusted_pems,
+        &mapping,
+    );
+    let text = config.to_string();
+    if let Err(err) = cedar_edge_envoy_filter::config::load(text.as_bytes()) {
+        eprintln!("error: the filter would refuse this configuration: {err}");
+        return exit_codes::BUNDLE;
+    }
+    let id = verified.source.content_hash().unwrap_or_default();
+    match &args.output {
+        Some(path) => {
+            if let Err(err) = std::fs::write(path, &text) {
+                eprintln!("error: cannot write `{}`: {err}", path.display());
+                return exit_codes::FAILED;
+            }
+            eprintln!("wrote {} for bundle {id}", path.display());
+        }
+        None => println!("{text}"),
+    }
+    exit_codes::OK
+}
