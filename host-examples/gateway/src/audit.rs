@@ -69,6 +69,8 @@ pub struct AuditEntry {
     pub refusal: Option<String>,
     /// The bundle that decided (or would have).
     pub bundle_id: String,
+    /// The OCI manifest digest or Git commit that bundle was fetched at.
+    pub bundle_revision: Option<String>,
     /// The verified claims, redacted when written.
     pub claims: Option<Map<String, Value>>,
     /// When the decision was counted.
@@ -107,6 +109,8 @@ struct Line<'a> {
     latency_us: u64,
     claims: Option<Redacted<'a>>,
     authorization: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    bundle_revision: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     caller: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -280,6 +284,7 @@ fn serialise(entry: &AuditEntry, redaction: &Redaction, line: &mut Vec<u8>) -> b
         latency_us: entry.latency_us,
         claims: entry.claims.as_ref().map(|claims| redaction.apply(claims)),
         authorization: entry.authorization,
+        bundle_revision: entry.bundle_revision.as_deref(),
         caller: entry.caller.as_deref(),
         request_id: entry.request_id.as_deref(),
         search: entry.search.as_ref(),

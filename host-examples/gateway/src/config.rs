@@ -24,8 +24,18 @@ pub struct GatewayConfig {
     /// The AuthZEN decision service, on a listener of its own.
     #[serde(default)]
     pub pdp: Option<PdpConfig>,
-    /// The bundle directory; watched for changes.
-    pub bundle: PathBuf,
+    /// Where the bundle comes from: a directory or packed file (watched for
+    /// changes), `oci://HOST/REPOSITORY:TAG` (or `@sha256:…`), or
+    /// `git+URL#REF:SUBDIR`.
+    pub bundle: String,
+    /// How a registry or Git source is polled, pinned and trusted.
+    #[serde(default)]
+    pub bundle_source: crate::source::SourceConfig,
+    /// Public keys (PEM files); when any is given, a bundle must be signed
+    /// by one of them, or it is refused and the last good one keeps
+    /// serving.
+    #[serde(default)]
+    pub trusted_keys: Vec<PathBuf>,
     /// The claims → entities and route → action/resource mapping (JSON), the
     /// same form the Envoy filter reads beside its bundle. Needed by the
     /// proxy and by `ext_authz`.
@@ -425,7 +435,18 @@ impl GatewayConfig {
         })?;
         let base = path.parent().unwrap_or(Path::new("."));
         let resolve = |relative: &Path| base.join(relative);
-        config.bundle = resolve(&config.bundle);
+        if let crate::source::Location::Local(path) =
+            crate::source::Location::parse(&config.bundle, base)
+        {
+            config.bundle = path.display().to_string();
+        }
+        config.trusted_keys = config.trusted_keys.iter().map(|key| resolve(key)).collect();
+        config.bundle_source.require_signed_commits = config
+            .bundle_source
+            .require_signed_commits
+            .as_deref()
+            .map(resolve);
+        config.bundle_source.cache_dir = config.bundle_source.cache_dir.as_deref().map(resolve);
         config.mapping = config.mapping.as_deref().map(resolve);
         config.audit_log = resolve(&config.audit_log);
         let resolve_issuer = |issuer: &mut IssuerConfig| {

@@ -32,6 +32,11 @@ pub enum GatewayError {
     #[error("{0}")]
     #[diagnostic(code(cedar_edge::gateway::config))]
     Field(String),
+    /// The bundle's source could not be reached, or what it served was
+    /// refused (unsigned, untrusted, not the pinned digest, unreadable).
+    #[error("bundle source: {0}")]
+    #[diagnostic(code(cedar_edge::gateway::source))]
+    Source(String),
     /// The bundle directory could not be read.
     #[error(transparent)]
     #[diagnostic(transparent)]

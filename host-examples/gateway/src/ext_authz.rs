@@ -168,7 +168,7 @@ impl CheckService {
         if kind == DecisionKind::Unauthenticated {
             return self.refuse_unverified(&active, &decision_id, started);
         }
-        let mut entry = gateway.audit_entry(&decision_id, kind, active.bundle_id());
+        let mut entry = gateway.audit_entry(&decision_id, kind, &active);
         (entry.request, entry.response) = (request, response);
         let principal = entry
             .request
@@ -204,7 +204,7 @@ impl CheckService {
             decision_id,
             DecisionKind::Unauthenticated,
             "no verified identity",
-            active.bundle_id(),
+            active,
         );
         self.gateway.audit_decision(entry, started);
         denied(
@@ -225,12 +225,9 @@ impl CheckService {
         reason: &str,
         started: Instant,
     ) -> CheckResponse {
-        let entry = self.gateway.refused_entry(
-            decision_id,
-            DecisionKind::Error,
-            reason,
-            active.bundle_id(),
-        );
+        let entry = self
+            .gateway
+            .refused_entry(decision_id, DecisionKind::Error, reason, active);
         if self.gateway.audit_unverified(entry, started) {
             tracing::info!(
                 decision_id,

@@ -27,12 +27,14 @@ pub mod pdp;
 pub mod proxy;
 pub mod search;
 pub mod server;
+pub mod source;
 pub mod state;
 pub mod tls;
 
 use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
+use std::path::Path;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -140,12 +142,24 @@ pub async fn run(
             .as_ref()
             .map(|pdp| (pdp.types.clone(), pdp.action_type.clone())),
     };
+    let fetcher = source::Fetcher::new(
+        &source::Location::parse(&config.bundle, Path::new("")),
+        &config.bundle_source,
+        &config.trusted_keys,
+    )?;
+    let poll = if fetcher.is_remote() {
+        fetcher.poll_interval()
+    } else {
+        Duration::from_millis(config.reload_poll_ms.max(50))
+    };
     let bundles = {
-        let (dir, backend, metrics) = (config.bundle.clone(), config.backend, Arc::clone(&metrics));
+        let (backend, metrics) = (config.backend, Arc::clone(&metrics));
         let settle = Duration::from_millis(config.reload_settle_ms);
         Arc::new(
-            state::on_load_thread(move || BundleSlot::start(dir, checks, backend, settle, metrics))
-                .await??,
+            state::on_load_thread(move || {
+                BundleSlot::start(fetcher, checks, backend, settle, metrics)
+            })
+            .await??,
         )
     };
     let verifier =
@@ -183,10 +197,10 @@ pub async fn run(
         pdp = ?config.pdp.as_ref().map(|pdp| pdp.listen),
         admin = ?config.admin_listen,
         bundle_id = %bundles.serving().bundle_id(),
+        bundle_revision = bundles.serving().revision().unwrap_or(""),
         "gateway started"
     );
 
-    let poll = Duration::from_millis(config.reload_poll_ms.max(50));
     let gateway = Arc::new(Gateway {
         config,
         bundles: Arc::clone(&bundles),

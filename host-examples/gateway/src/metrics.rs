@@ -30,6 +30,8 @@ pub struct Metrics {
     accept_errors: AtomicU64,
     pdp_busy: AtomicU64,
     bundle_id: Mutex<String>,
+    bundle_origin: Mutex<crate::source::Origin>,
+    source_errors: AtomicU64,
 }
 
 /// Why the gateway closed a client connection itself.
@@ -117,11 +119,20 @@ impl Metrics {
         self.pdp_busy.fetch_add(1, Ordering::Relaxed);
     }
 
-    /// Sets the active bundle.
-    pub fn set_bundle(&self, id: &str) {
+    /// Sets the active bundle and where it came from.
+    pub fn set_bundle(&self, id: &str, origin: &crate::source::Origin) {
         if let Ok(mut current) = self.bundle_id.lock() {
             id.clone_into(&mut current);
         }
+        if let Ok(mut current) = self.bundle_origin.lock() {
+            current.clone_from(origin);
+        }
+    }
+
+    /// Counts a poll of a remote bundle source that failed (unreachable,
+    /// or what it served was refused).
+    pub fn source_error(&self) {
+        self.source_errors.fetch_add(1, Ordering::Relaxed);
     }
 
     /// The Prometheus text format.
@@ -217,7 +228,32 @@ impl Metrics {
             .lock()
             .map(|id| id.clone())
             .unwrap_or_default();
-        let _ = writeln!(out, "cedar_edge_bundle_info{{bundle_id=\"{bundle}\"}} 1");
+        let origin = self
+            .bundle_origin
+            .lock()
+            .map(|origin| origin.clone())
+            .unwrap_or_default();
+        let label = |value: Option<&str>| label_value(value.unwrap_or(""));
+        let _ = writeln!(
+            out,
+            "cedar_edge_bundle_info{{bundle_id=\"{bundle}\",source=\"{}\",revision=\"{}\",signer=\"{}\"}} 1",
+            label(Some(&origin.location)),
+            label(origin.revision.as_deref()),
+            label(origin.signer.as_deref()),
+        );
+        out.push_str("# HELP cedar_edge_bundle_source_errors_total Polls of the bundle source that failed or were refused; the last good bundle kept serving.\n# TYPE cedar_edge_bundle_source_errors_total counter\n");
+        let _ = writeln!(
+            out,
+            "cedar_edge_bundle_source_errors_total {}",
+            get(&self.source_errors)
+        );
         out
     }
+}
+
+/// A Prometheus label value: backslash, quote and newline escaped.
+fn label_value(text: &str) -> String {
+    text.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
 }

@@ -413,9 +413,7 @@ impl Pdp {
         AuditEntry {
             caller: Some(caller.config.name.clone()),
             request_id,
-            ..self
-                .gateway
-                .audit_entry(decision_id, kind, active.bundle_id())
+            ..self.gateway.audit_entry(decision_id, kind, active)
         }
     }
 
@@ -427,14 +425,14 @@ impl Pdp {
         started: Instant,
     ) -> Response<Body> {
         let decision_id = self.gateway.next_decision_id();
-        let bundle_id = self.gateway.bundles.serving().bundle_id().to_owned();
+        let serving = self.gateway.bundles.serving();
         let entry = AuditEntry {
             request_id,
             ..self.gateway.refused_entry(
                 &decision_id,
                 DecisionKind::Unauthenticated,
                 reason,
-                &bundle_id,
+                &serving,
             )
         };
         self.gateway.audit_unverified(entry, started);

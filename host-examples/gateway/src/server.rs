@@ -99,7 +99,13 @@ impl Gateway {
         let serving = self.bundles.serving();
         json_response(
             StatusCode::OK,
-            &json!({"status": "ok", "bundle_id": serving.bundle_id()}),
+            &json!({
+                "status": "ok",
+                "bundle_id": serving.bundle_id(),
+                "bundle_source": serving.origin.location,
+                "bundle_revision": serving.origin.revision,
+                "bundle_signer": serving.origin.signer,
+            }),
         )
     }
 
@@ -138,7 +144,7 @@ impl Gateway {
         let (target, client) = match checked {
             Ok(checked) => checked,
             Err(Refusal::Malformed(reason) | Refusal::Invalid(reason)) => {
-                return self.malformed(&decision_id, &reason, active.bundle_id(), started);
+                return self.malformed(&decision_id, &reason, &active, started);
             }
             Err(Refusal::NoIdentity) => return unauthorized("no verified identity"),
         };
@@ -189,13 +195,13 @@ impl Gateway {
                     &decision_id,
                     DecisionKind::Unauthenticated,
                     &reason,
-                    active.bundle_id(),
+                    &active,
                 );
                 self.audit_decision(entry, started);
                 return unauthorized(&reason);
             }
         };
-        let mut entry = self.audit_entry(&decision_id, DecisionKind::Allow, active.bundle_id());
+        let mut entry = self.audit_entry(&decision_id, DecisionKind::Allow, &active);
         if self.config.authorization {
             let http = HttpRequest {
                 method: parts.method.as_str().to_owned(),
@@ -306,10 +312,10 @@ impl Gateway {
         &self,
         decision_id: &str,
         reason: &str,
-        bundle_id: &str,
+        bundle: &LoadedBundle,
         started: Instant,
     ) -> Response<Body> {
-        let entry = self.refused_entry(decision_id, DecisionKind::Error, reason, bundle_id);
+        let entry = self.refused_entry(decision_id, DecisionKind::Error, reason, bundle);
         if self.audit_unverified(entry, started) {
             tracing::info!(decision_id, reason, "refused an ambiguous request");
         }
@@ -378,7 +384,7 @@ impl Gateway {
         &self,
         decision_id: &str,
         kind: DecisionKind,
-        bundle_id: &str,
+        bundle: &LoadedBundle,
     ) -> AuditEntry {
         AuditEntry {
             decision_id: decision_id.to_owned(),
@@ -386,7 +392,8 @@ impl Gateway {
             request: None,
             response: None,
             refusal: None,
-            bundle_id: bundle_id.to_owned(),
+            bundle_id: bundle.bundle_id().to_owned(),
+            bundle_revision: bundle.origin.revision.clone(),
             claims: None,
             time: UNIX_EPOCH,
             latency_us: 0,
@@ -403,11 +410,11 @@ impl Gateway {
         decision_id: &str,
         kind: DecisionKind,
         reason: &str,
-        bundle_id: &str,
+        bundle: &LoadedBundle,
     ) -> AuditEntry {
         AuditEntry {
             refusal: Some(reason.to_owned()),
-            ..self.audit_entry(decision_id, kind, bundle_id)
+            ..self.audit_entry(decision_id, kind, bundle)
         }
     }
 

@@ -13,17 +13,17 @@
 //! nesting pre-check, so a policy nested too deep is refused like any
 //! other broken bundle instead of overflowing a stack.
 
-use std::path::PathBuf;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
-use cedar_edge_core::{Backend, Bundle, BundleSource, NativeBackend, RequestLimits};
+use cedar_edge_core::{Backend, Bundle, NativeBackend, RequestLimits};
 use cedar_edge_mapping::{Mapping, MappingConfig};
 use cedar_edge_runtime::{ComponentRuntime, RuntimeConfig};
 
 use crate::config::BackendKind;
 use crate::error::GatewayError;
 use crate::metrics::Metrics;
+use crate::source::{Fetched, Fetcher, Origin};
 
 /// One loaded bundle with its mapping and backend.
 pub struct LoadedBundle {
@@ -34,12 +34,19 @@ pub struct LoadedBundle {
     pub mapping: Option<Mapping>,
     /// What decides.
     pub backend: Box<dyn Backend>,
+    /// Where it came from: source, revision, signer.
+    pub origin: Origin,
 }
 
 impl LoadedBundle {
     /// The bundle's content hash.
     pub fn bundle_id(&self) -> &str {
         self.bundle.id()
+    }
+
+    /// The OCI manifest digest or Git commit it was fetched at.
+    pub fn revision(&self) -> Option<&str> {
+        self.origin.revision.as_deref()
     }
 }
 
@@ -64,7 +71,7 @@ impl std::fmt::Debug for LoadedBundle {
 
 /// Holds the serving bundle and knows how to load the next one.
 pub struct BundleSlot {
-    bundle_dir: PathBuf,
+    fetcher: Fetcher,
     checks: BundleChecks,
     runtime: Option<ComponentRuntime>,
     serving: RwLock<Arc<LoadedBundle>>,
@@ -80,7 +87,7 @@ pub struct BundleSlot {
 impl std::fmt::Debug for BundleSlot {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("BundleSlot")
-            .field("bundle_dir", &self.bundle_dir)
+            .field("fetcher", &self.fetcher)
             .finish_non_exhaustive()
     }
 }
@@ -89,7 +96,7 @@ impl BundleSlot {
     /// Compiles the component (if chosen) and loads the first bundle. A
     /// polled change applies once it has held for `settle`.
     pub fn start(
-        bundle_dir: PathBuf,
+        fetcher: Fetcher,
         checks: BundleChecks,
         backend: BackendKind,
         settle: Duration,
@@ -99,14 +106,11 @@ impl BundleSlot {
             BackendKind::Component => Some(ComponentRuntime::new(RuntimeConfig::default())?),
             BackendKind::Native => None,
         };
-        let first = load(
-            &BundleSource::from_dir(&bundle_dir)?,
-            &checks,
-            runtime.as_ref(),
-        )?;
-        metrics.set_bundle(first.bundle_id());
+        let fetched = fetcher.fetch(fetcher.revision()?.as_deref())?;
+        let first = load(fetched, &checks, runtime.as_ref())?;
+        metrics.set_bundle(first.bundle_id(), &first.origin);
         Ok(Self {
-            bundle_dir,
+            fetcher,
             checks,
             runtime,
             serving: RwLock::new(Arc::new(first)),
@@ -131,20 +135,24 @@ impl BundleSlot {
     /// does not retry content already refused; `Reload::Now` (SIGHUP)
     /// loads at once.
     pub fn reload(&self, when: Reload) -> Result<bool, GatewayError> {
-        let source = match BundleSource::from_dir(&self.bundle_dir) {
-            Ok(source) => source,
+        if self.fetcher.is_remote() {
+            return self.reload_remote();
+        }
+        let fetched = match self.fetcher.fetch(None) {
+            Ok(fetched) => fetched,
             Err(err) => {
                 // Often a deploy in progress (a file replaced while it was
                 // listed): logged once, and the next poll tries again.
                 let text = err.to_string();
                 if self.note_refused(&text) || when == Reload::Now {
-                    tracing::warn!(error = %text, "cannot read the bundle directory; the last good bundle keeps serving");
+                    self.metrics.source_error();
+                    tracing::warn!(error = %text, "cannot read the bundle; the last good bundle keeps serving");
                 }
-                return Err(err.into());
+                return Err(err);
             }
         };
         // A source that cannot be packed has no id; loading it reports why.
-        let hash = source.content_hash().unwrap_or_default();
+        let hash = fetched.source.content_hash().unwrap_or_default();
         if hash == self.serving().bundle_id() {
             set(&self.pending, None);
             return Ok(false);
@@ -165,11 +173,54 @@ impl BundleSlot {
             }
         }
         set(&self.pending, None);
-        match load(&source, &self.checks, self.runtime.as_ref()) {
+        self.apply(fetched, hash)
+    }
+
+    /// A registry or Git remote: fetched only when its revision moved, and
+    /// applied at once (an artifact or a commit is never half-written).
+    fn reload_remote(&self) -> Result<bool, GatewayError> {
+        let revision = match self.fetcher.revision() {
+            Ok(revision) => revision,
+            Err(err) => {
+                self.metrics.source_error();
+                let text = err.to_string();
+                if self.note_refused(&text) {
+                    tracing::warn!(error = %text, "bundle source unavailable; the last good bundle keeps serving");
+                }
+                return Err(err);
+            }
+        };
+        let key = revision.clone().unwrap_or_default();
+        if revision.as_deref() == self.serving().revision()
+            || get(&self.refused).as_deref() == Some(key.as_str())
+        {
+            return Ok(false);
+        }
+        match self.fetcher.fetch(revision.as_deref()) {
+            Ok(fetched) => self.apply(fetched, key),
+            Err(err) => {
+                self.metrics.source_error();
+                self.metrics.reload(false);
+                set(&self.refused, Some(key));
+                tracing::error!(error = %err, "bundle refused; the last good bundle keeps serving");
+                Err(err)
+            }
+        }
+    }
+
+    /// Loads a fetched bundle and swaps it in, or refuses it (remembered
+    /// under `key`, so polls do not retry it until the source changes).
+    fn apply(&self, fetched: Fetched, key: String) -> Result<bool, GatewayError> {
+        match load(fetched, &self.checks, self.runtime.as_ref()) {
             Ok(next) => {
-                tracing::info!(bundle_id = %next.bundle_id(), "bundle reloaded");
+                tracing::info!(
+                    bundle_id = %next.bundle_id(),
+                    revision = next.revision().unwrap_or(""),
+                    signer = next.origin.signer.as_deref().unwrap_or(""),
+                    "bundle reloaded"
+                );
                 set(&self.refused, None);
-                self.metrics.set_bundle(next.bundle_id());
+                self.metrics.set_bundle(next.bundle_id(), &next.origin);
                 self.metrics.reload(true);
                 let next = Arc::new(next);
                 match self.serving.write() {
@@ -179,7 +230,7 @@ impl BundleSlot {
                 Ok(true)
             }
             Err(err) => {
-                set(&self.refused, Some(hash));
+                set(&self.refused, Some(key));
                 self.metrics.reload(false);
                 tracing::error!(error = %err, "bundle reload refused; the last good bundle keeps serving");
                 Err(err)
@@ -244,10 +295,11 @@ pub async fn on_load_thread<T: Send + 'static>(
 /// Reads, parses and validates the bundle once; the mapping and the
 /// backend share it.
 fn load(
-    source: &BundleSource,
+    fetched: Fetched,
     checks: &BundleChecks,
     runtime: Option<&ComponentRuntime>,
 ) -> Result<LoadedBundle, GatewayError> {
+    let source = &fetched.source;
     let (bundle, backend): (Arc<Bundle>, Box<dyn Backend>) = match runtime {
         // The guest parses while the host validates.
         Some(runtime) => {
@@ -272,5 +324,6 @@ fn load(
         bundle,
         mapping,
         backend,
+        origin: fetched.origin,
     })
 }
