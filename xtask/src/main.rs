@@ -139,7 +139,46 @@ fn demo() -> Result<(), String> {
         }
     }
     println!("\n# the bundle's own test suites, through the component, with coverage");
-    run(cli, &["test", bundle, "--coverage"])
+    run(cli, &["test", bundle, "--coverage"])?;
+    ship_demo(cli, bundle)
+}
+
+/// Packs, signs and verifies the example bundle, then decides from the
+/// signed packed file: what a pipeline ships and a host loads.
+fn ship_demo(cli: &str, bundle: &str) -> Result<(), String> {
+    let dir = "target/demo-shipping";
+    let _ = std::fs::remove_dir_all(dir);
+    std::fs::create_dir_all(dir).map_err(|err| format!("cannot create `{dir}`: {err}"))?;
+    let (packed, key) = (format!("{dir}/airflow-gitlab.tar"), format!("{dir}/ci"));
+    println!("\n# ship it: one deterministic archive, signed; its digest is the bundle id");
+    run(cli, &["pack", bundle, "-o", &packed])?;
+    run(cli, &["keygen", "-o", &key])?;
+    run(cli, &["sign", "--key", &format!("{key}.key"), &packed])?;
+    run(cli, &["verify", "--trusted-key", &format!("{key}.pub"), &packed])?;
+    println!("\n# decided from the signed archive, as a gateway or the filter would load it");
+    let status = Command::new(cli)
+        .args([
+            "authorize",
+            "--bundle",
+            &packed,
+            "--trusted-key",
+            &format!("{key}.pub"),
+            "--principal",
+            "Airflow::User::\"bob\"",
+            "--action",
+            "Airflow::Action::\"trigger\"",
+            "--resource",
+            "Airflow::Dag::\"etl_daily\"",
+            "--context",
+            "@policies/airflow-gitlab/requests/context-mfa-office.json",
+        ])
+        .status()
+        .map_err(|err| format!("cannot start `{cli}`: {err}"))?;
+    if status.success() {
+        Ok(())
+    } else {
+        Err(format!("`{cli} authorize` on the signed archive: {status}"))
+    }
 }
 
 /// Installs Envoy into a venv unless it is already there.
@@ -167,13 +206,15 @@ fn install_registry() -> Result<(), String> {
         .arg("-u")
         .output()
         .is_ok_and(|out| out.stdout.starts_with(b"0\n"));
+    // Never a debconf question on a CI machine with no one to answer it.
     let apt = |args: &[&str]| {
+        let mut command = vec!["DEBIAN_FRONTEND=noninteractive", "apt-get"];
+        command.extend_from_slice(args);
         if root || !std::path::Path::new("/usr/bin/sudo").exists() {
-            run("apt-get", args)
+            run("env", &command)
         } else {
-            let mut sudo = vec!["apt-get"];
-            sudo.extend_from_slice(args);
-            run("sudo", &sudo)
+            command.insert(0, "env");
+            run("sudo", &command)
         }
     };
     apt(&["update"])?;

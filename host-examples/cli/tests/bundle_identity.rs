@@ -1,6 +1,8 @@
-//! One bundle, one id: the CLI, the gateway (its health endpoint and its
-//! audit log) and the Envoy filter (its decision log) all report the id the
-//! core computes for the same bundle directory.
+//! One bundle, one id: packed and signed by the CLI, then served from the
+//! packed file by the CLI, the gateway (its health endpoint and its audit
+//! log) and the Envoy filter (the configuration `cedar-edge envoy-config`
+//! renders, and its decision log), every one reports the id the core
+//! computes for the bundle directory.
 #![allow(
     clippy::expect_used,
     clippy::unwrap_used,
@@ -15,7 +17,7 @@ use std::time::Duration;
 
 use cedar_edge_core::{Bundle, BundleSource, RequestLimits};
 use cedar_edge_envoy_e2e::FILTER_MODULE;
-use cedar_edge_envoy_e2e::config::{JwtProvider, Ports, Upstream, envoy_yaml, plugin_config};
+use cedar_edge_envoy_e2e::config::{JwtProvider, Ports, Upstream, envoy_yaml};
 use cedar_edge_envoy_e2e::envoy::Envoy;
 use cedar_edge_testkit::jwt::{Issuer, now};
 use cedar_edge_testkit::{free_port, http, upstream};
@@ -39,11 +41,49 @@ fn bundle_id_in(line: &str) -> Option<String> {
     rest.split('"').next().map(str::to_owned)
 }
 
-fn through_cli() -> String {
+/// The packed bundle, signed, and its public key.
+struct Shipped {
+    packed: String,
+    public_key: String,
+}
+
+fn ship(scratch: &Path) -> (Shipped, String) {
+    std::fs::create_dir_all(scratch).unwrap();
+    let packed = scratch.join("airflow.tar");
+    let prefix = scratch.join("ci");
+    let _ = std::fs::remove_file(scratch.join("ci.key"));
+    let out = cedar_edge(&[
+        "pack",
+        "policies/airflow-gitlab",
+        "-o",
+        packed.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let id = text(&out.stdout).trim().to_owned();
+    let out = cedar_edge(&["keygen", "-o", prefix.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let key = scratch.join("ci.key");
+    let out = cedar_edge(&[
+        "sign",
+        "--key",
+        key.to_str().unwrap(),
+        packed.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let shipped = Shipped {
+        packed: packed.display().to_string(),
+        public_key: scratch.join("ci.pub").display().to_string(),
+    };
+    (shipped, id)
+}
+
+fn through_cli(shipped: &Shipped) -> String {
     let out = cedar_edge(&[
         "authorize",
         "--bundle",
-        "policies/airflow-gitlab",
+        &shipped.packed,
+        "--trusted-key",
+        &shipped.public_key,
         "--principal",
         "Airflow::User::\"bob\"",
         "--action",
@@ -60,21 +100,35 @@ fn through_cli() -> String {
     answer["bundle_id"].as_str().unwrap().to_owned()
 }
 
-fn through_envoy(scratch: &Path) -> String {
+/// The filter's configuration as `cedar-edge envoy-config` renders it,
+/// and the digest written in it.
+fn rendered_plugin(scratch: &Path, shipped: &Shipped) -> (Value, String) {
+    let output = scratch.join("plugin.json");
+    let out = cedar_edge(&[
+        "envoy-config",
+        "--bundle",
+        &shipped.packed,
+        "--mapping",
+        "host-examples/envoy-filter/examples/airflow-mapping.json",
+        "--trusted-key",
+        &shipped.public_key,
+        "-o",
+        output.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let plugin: Value = serde_json::from_str(&std::fs::read_to_string(output).unwrap()).unwrap();
+    let digest = plugin["bundle"]["digest"].as_str().unwrap().to_owned();
+    assert!(plugin["trusted_keys"][0].as_str().unwrap().contains("PUBLIC KEY"));
+    (plugin, digest)
+}
+
+fn through_envoy(scratch: &Path, plugin: &Value) -> String {
     let issuer = Issuer::generate("identity-key");
     let upstream = upstream::Upstream::start();
     let ports = Ports {
         listener: free_port(),
         admin: free_port(),
     };
-    let mapping: Value = serde_json::from_str(
-        &std::fs::read_to_string(
-            repo().join("host-examples/envoy-filter/examples/airflow-mapping.json"),
-        )
-        .unwrap(),
-    )
-    .unwrap();
-    let plugin = plugin_config(&repo().join("policies/airflow-gitlab"), &mapping);
     let yaml = envoy_yaml(
         &ports,
         Some(&JwtProvider {
@@ -82,7 +136,7 @@ fn through_envoy(scratch: &Path) -> String {
             audience: AUDIENCE.into(),
             jwks: issuer.jwks(),
         }),
-        Some((FILTER_MODULE, &plugin)),
+        Some((FILTER_MODULE, plugin)),
         &[Upstream {
             name: "airflow".into(),
             prefix: "/".into(),
@@ -119,7 +173,7 @@ fn through_envoy(scratch: &Path) -> String {
 }
 
 /// The gateway's `/healthz` and the audit record of one decision.
-fn through_gateway(scratch: &Path) -> (String, String) {
+fn through_gateway(scratch: &Path, shipped: &Shipped) -> (String, String) {
     let dir = scratch.join("gateway");
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
@@ -132,8 +186,9 @@ fn through_gateway(scratch: &Path) -> (String, String) {
         format!(
             "listen: 127.0.0.1:0\nbundle: {bundle}\nmapping: {mapping}\nupstreams:\n  airflow: http://127.0.0.1:{port}\n\
              routes:\n  - prefix: /api/\n    upstream: airflow\nissuers:\n  - issuer: {ISSUER}\n    audience: {AUDIENCE}\n    jwks_file: jwks.json\n\
-             audit_log: audit.jsonl\n",
-            bundle = repo().join("policies/airflow-gitlab").display(),
+             audit_log: audit.jsonl\ntrusted_keys: [{key}]\n",
+            bundle = shipped.packed,
+            key = shipped.public_key,
             mapping = repo()
                 .join("host-examples/envoy-filter/examples/airflow-mapping.json")
                 .display(),
@@ -201,10 +256,14 @@ fn every_host_reports_the_same_bundle_id() {
         .to_owned();
     assert!(core.starts_with("sha256:") && core.len() == 71, "{core}");
     let scratch = Path::new(env!("CARGO_TARGET_TMPDIR")).join("bundle-identity");
-    let cli = through_cli();
-    let envoy = through_envoy(&scratch);
-    let (health, audit) = through_gateway(&scratch);
+    let (shipped, packed) = ship(&scratch);
+    let cli = through_cli(&shipped);
+    let (plugin, rendered) = rendered_plugin(&scratch, &shipped);
+    let envoy = through_envoy(&scratch, &plugin);
+    let (health, audit) = through_gateway(&scratch, &shipped);
+    assert_eq!(packed, core, "`cedar-edge pack`");
     assert_eq!(cli, core, "the CLI");
+    assert_eq!(rendered, core, "the filter configuration's digest");
     assert_eq!(envoy, core, "the Envoy filter's decision log");
     assert_eq!(health, core, "the gateway's /healthz");
     assert_eq!(audit, core, "the gateway's audit log");

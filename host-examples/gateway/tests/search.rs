@@ -49,6 +49,7 @@ fn loaded(source: &BundleSource, on_forbid_error: &str) -> LoadedBundle {
         bundle: Arc::clone(&bundle),
         mapping: Some(mapping),
         backend: Box::new(NativeBackend::new(bundle)),
+        origin: Default::default(),
     }
 }
 
