@@ -154,7 +154,10 @@ fn ship_demo(cli: &str, bundle: &str) -> Result<(), String> {
     run(cli, &["pack", bundle, "-o", &packed])?;
     run(cli, &["keygen", "-o", &key])?;
     run(cli, &["sign", "--key", &format!("{key}.key"), &packed])?;
-    run(cli, &["verify", "--trusted-key", &format!("{key}.pub"), &packed])?;
+    run(
+        cli,
+        &["verify", "--trusted-key", &format!("{key}.pub"), &packed],
+    )?;
     println!("\n# decided from the signed archive, as a gateway or the filter would load it");
     let status = Command::new(cli)
         .args([

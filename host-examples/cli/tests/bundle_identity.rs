@@ -118,7 +118,12 @@ fn rendered_plugin(scratch: &Path, shipped: &Shipped) -> (Value, String) {
     assert!(out.status.success(), "{}", text(&out.stderr));
     let plugin: Value = serde_json::from_str(&std::fs::read_to_string(output).unwrap()).unwrap();
     let digest = plugin["bundle"]["digest"].as_str().unwrap().to_owned();
-    assert!(plugin["trusted_keys"][0].as_str().unwrap().contains("PUBLIC KEY"));
+    assert!(
+        plugin["trusted_keys"][0]
+            .as_str()
+            .unwrap()
+            .contains("PUBLIC KEY")
+    );
     (plugin, digest)
 }
 

@@ -76,24 +76,48 @@ fn decide(bundle: &str, extra: &[&str]) -> Value {
 fn pack_sign_push_pull_verify_and_decide_round_trip() {
     let dir = scratch("round-trip");
     let packed = path(&dir, "airflow.tar");
-    let id = ok(&cedar_edge(&["pack", "policies/airflow-gitlab", "-o", &packed]));
+    let id = ok(&cedar_edge(&[
+        "pack",
+        "policies/airflow-gitlab",
+        "-o",
+        &packed,
+    ]));
     assert_eq!(id, sha256_of(&packed), "the id is the artifact's digest");
     // Deterministic: packing again gives the same bytes.
     let again = path(&dir, "again.tar");
-    ok(&cedar_edge(&["pack", "policies/airflow-gitlab", "-o", &again]));
-    assert_eq!(std::fs::read(&packed).unwrap(), std::fs::read(&again).unwrap());
+    ok(&cedar_edge(&[
+        "pack",
+        "policies/airflow-gitlab",
+        "-o",
+        &again,
+    ]));
+    assert_eq!(
+        std::fs::read(&packed).unwrap(),
+        std::fs::read(&again).unwrap()
+    );
 
     let fingerprint = ok(&cedar_edge(&["keygen", "-o", &path(&dir, "ci")]));
-    assert!(fingerprint.starts_with("ecdsa-p256 sha256:"), "{fingerprint}");
+    assert!(
+        fingerprint.starts_with("ecdsa-p256 sha256:"),
+        "{fingerprint}"
+    );
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt as _;
-        let mode = std::fs::metadata(dir.join("ci.key")).unwrap().permissions().mode();
+        let mode = std::fs::metadata(dir.join("ci.key"))
+            .unwrap()
+            .permissions()
+            .mode();
         assert_eq!(mode & 0o777, 0o600, "the private key is the owner's only");
     }
     let ci_pub = path(&dir, "ci.pub");
     assert_eq!(
-        ok(&cedar_edge(&["sign", "--key", &path(&dir, "ci.key"), &packed])),
+        ok(&cedar_edge(&[
+            "sign",
+            "--key",
+            &path(&dir, "ci.key"),
+            &packed
+        ])),
         id
     );
     assert_eq!(
@@ -111,7 +135,10 @@ fn pack_sign_push_pull_verify_and_decide_round_trip() {
         .and_then(|rest| rest.split(',').next())
         .unwrap()
         .to_owned();
-    assert!(manifest.starts_with("sha256:") && manifest != id, "{manifest}");
+    assert!(
+        manifest.starts_with("sha256:") && manifest != id,
+        "{manifest}"
+    );
 
     // By tag, verified: the same bytes, with the signature beside them.
     let pulled = path(&dir, "pulled.tar");
@@ -125,8 +152,15 @@ fn pack_sign_push_pull_verify_and_decide_round_trip() {
         "--plain-http",
     ]);
     assert_eq!(ok(&pull), id);
-    assert!(text(&pull.stderr).contains("signed by"), "{}", text(&pull.stderr));
-    assert_eq!(std::fs::read(&pulled).unwrap(), std::fs::read(&packed).unwrap());
+    assert!(
+        text(&pull.stderr).contains("signed by"),
+        "{}",
+        text(&pull.stderr)
+    );
+    assert_eq!(
+        std::fs::read(&pulled).unwrap(),
+        std::fs::read(&packed).unwrap()
+    );
     assert_eq!(
         ok(&cedar_edge(&["verify", "--trusted-key", &ci_pub, &pulled])),
         id
@@ -163,7 +197,12 @@ fn pack_sign_push_pull_verify_and_decide_round_trip() {
 fn tampered_unsigned_and_strangers_bundles_are_refused() {
     let dir = scratch("refusals");
     let packed = path(&dir, "airflow.tar");
-    ok(&cedar_edge(&["pack", "policies/airflow-gitlab", "-o", &packed]));
+    ok(&cedar_edge(&[
+        "pack",
+        "policies/airflow-gitlab",
+        "-o",
+        &packed,
+    ]));
     ok(&cedar_edge(&["keygen", "-o", &path(&dir, "ci")]));
     ok(&cedar_edge(&[
         "keygen",
@@ -177,7 +216,11 @@ fn tampered_unsigned_and_strangers_bundles_are_refused() {
     // Missing signature.
     let out = cedar_edge(&["verify", "--trusted-key", &ci_pub, &packed]);
     assert_eq!(out.status.code(), Some(77));
-    assert!(text(&out.stderr).contains("unsigned"), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("unsigned"),
+        "{}",
+        text(&out.stderr)
+    );
     let out = cedar_edge(&[
         "authorize",
         "--bundle",
@@ -195,7 +238,12 @@ fn tampered_unsigned_and_strangers_bundles_are_refused() {
     assert!(out.stdout.is_empty(), "{}", text(&out.stdout));
 
     // Signed by a key that is not trusted.
-    ok(&cedar_edge(&["sign", "--key", &path(&dir, "stranger.key"), &packed]));
+    ok(&cedar_edge(&[
+        "sign",
+        "--key",
+        &path(&dir, "stranger.key"),
+        &packed,
+    ]));
     let out = cedar_edge(&["verify", "--trusted-key", &ci_pub, &packed]);
     assert_eq!(out.status.code(), Some(77));
     assert!(
@@ -205,7 +253,12 @@ fn tampered_unsigned_and_strangers_bundles_are_refused() {
     );
 
     // Signed by the trusted key, then one byte flipped.
-    ok(&cedar_edge(&["sign", "--key", &path(&dir, "ci.key"), &packed]));
+    ok(&cedar_edge(&[
+        "sign",
+        "--key",
+        &path(&dir, "ci.key"),
+        &packed,
+    ]));
     ok(&cedar_edge(&["verify", "--trusted-key", &ci_pub, &packed]));
     let mut bytes = std::fs::read(&packed).unwrap();
     let at = bytes.len() / 3;
@@ -222,8 +275,18 @@ fn tampered_unsigned_and_strangers_bundles_are_refused() {
     let reference = format!("oci://{}/policies/airflow:stranger", registry.host());
     let strangers = path(&dir, "strangers.tar");
     std::fs::copy(&packed, &strangers).unwrap();
-    ok(&cedar_edge(&["sign", "--key", &path(&dir, "stranger.key"), &strangers]));
-    ok(&cedar_edge(&["push", &strangers, &reference, "--plain-http"]));
+    ok(&cedar_edge(&[
+        "sign",
+        "--key",
+        &path(&dir, "stranger.key"),
+        &strangers,
+    ]));
+    ok(&cedar_edge(&[
+        "push",
+        &strangers,
+        &reference,
+        "--plain-http",
+    ]));
     let refused = path(&dir, "refused.tar");
     let out = cedar_edge(&[
         "pull",
@@ -247,7 +310,11 @@ fn tampered_unsigned_and_strangers_bundles_are_refused() {
         "--plain-http",
     ]);
     assert_eq!(out.status.code(), Some(69), "{}", text(&out.stderr));
-    assert!(text(&out.stderr).contains("unreachable"), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("unreachable"),
+        "{}",
+        text(&out.stderr)
+    );
 }
 
 /// A bundle whose owner opted out of strict validation: `validate` warns,
@@ -279,7 +346,11 @@ fn an_opted_out_bundle_is_packed_served_and_warned_about() {
     let strict = strict.display().to_string();
     let opted_out = opted_out.display().to_string();
     let out = cedar_edge(&["pack", &strict, "-o", &format!("{strict}.tar")]);
-    assert_eq!(out.status.code(), Some(65), "a strict failure is not packed");
+    assert_eq!(
+        out.status.code(),
+        Some(65),
+        "a strict failure is not packed"
+    );
 
     let out = cedar_edge(&["validate", &opted_out]);
     assert!(out.status.success());
