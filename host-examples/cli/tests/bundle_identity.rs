@@ -216,6 +216,7 @@ fn through_gateway(scratch: &Path, shipped: &Shipped) -> (String, String) {
         proxy: Some(proxy),
         pdp: None,
         admin: Some(admin),
+        ext_authz: None,
     };
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let (_reload, reloads) = tokio::sync::mpsc::channel(1);

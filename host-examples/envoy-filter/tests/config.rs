@@ -125,3 +125,77 @@ fn only_the_properties_the_mapping_reads_are_fetched() {
         }
     );
 }
+
+/// A packed, signed bundle as `cedar-edge envoy-config` writes it.
+fn signed_config(
+    key: &cedar_edge_signing::SigningKey,
+    trusted: &[String],
+) -> (serde_json::Value, Vec<u8>) {
+    let (source, mapping) = airflow();
+    let packed = source.pack().unwrap();
+    let signature = cedar_edge_signing::encode_signature(&key.sign(&packed));
+    let config = cedar_edge_envoy_filter::config::packed_plugin_config(
+        &packed,
+        Some(&signature),
+        trusted,
+        &mapping,
+    );
+    (config, packed)
+}
+
+#[test]
+fn a_packed_signed_bundle_loads_with_its_directorys_id_and_every_forgery_is_refused() {
+    use base64::Engine as _;
+    use cedar_edge_signing::{Algorithm, SigningKey};
+    let base64 = base64::engine::general_purpose::STANDARD;
+    let ci = SigningKey::generate(Algorithm::EcdsaP256);
+    let trusted = vec![ci.public_key().to_pem()];
+    let (config, packed) = signed_config(&ci, &trusted);
+    let (source, _) = airflow();
+    let directory = Bundle::load(&source, RequestLimits::default()).unwrap();
+    let loaded = load(config.to_string().as_bytes()).unwrap();
+    assert_eq!(loaded.bundle().id(), directory.id());
+    assert_eq!(config["bundle"]["digest"], directory.id());
+
+    let refused = |config: &serde_json::Value| match load(config.to_string().as_bytes()) {
+        Ok(_) => panic!("accepted: {}", config["bundle"]),
+        Err(err) => err.to_string(),
+    };
+    // One flipped byte (the pin dropped, so the signature is what catches it).
+    let mut flipped = packed.clone();
+    flipped[packed.len() / 2] ^= 0x01;
+    let mut tampered = config.clone();
+    tampered["bundle"]["packed"] = json!(base64.encode(&flipped));
+    tampered["bundle"].as_object_mut().unwrap().remove("digest");
+    let err = refused(&tampered);
+    assert!(
+        err.contains("`bundle.signature`") && err.contains("changed after signing"),
+        "{err}"
+    );
+    // The pin catches it first when present.
+    let mut pinned = tampered.clone();
+    pinned["bundle"]["digest"] = config["bundle"]["digest"].clone();
+    assert!(refused(&pinned).contains("`bundle.digest` pins"));
+    // Signed by another key.
+    let (strangers, _) = signed_config(&SigningKey::generate(Algorithm::Ed25519), &trusted);
+    assert!(refused(&strangers).contains("none of the 1 trusted key"));
+    // No signature at all.
+    let mut unsigned = config.clone();
+    unsigned["bundle"]
+        .as_object_mut()
+        .unwrap()
+        .remove("signature");
+    assert!(refused(&unsigned).contains("unsigned"));
+    // Inline files carry no signature: refused when keys are trusted.
+    let mut inline = plugin_config(&source, &json!({}));
+    for (key, value) in config.as_object().unwrap() {
+        if key != "bundle" {
+            inline[key] = value.clone();
+        }
+    }
+    assert!(refused(&inline).contains("inline files carry no signature"));
+    // A key that is not a key is named by its place.
+    let mut bad_key = config.clone();
+    bad_key["trusted_keys"] = json!(["not a key"]);
+    assert!(refused(&bad_key).contains("`trusted_keys[0]`"));
+}

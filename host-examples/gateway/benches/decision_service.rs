@@ -67,6 +67,7 @@ impl Service {
             proxy: None,
             pdp: Some(listener),
             admin: None,
+            ext_authz: None,
         };
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let (reload_sender, reload) = tokio::sync::mpsc::channel(1);

@@ -55,8 +55,11 @@ pub struct ExtAuthzServer {
 
 /// Starts the service when the configuration has an `ext_authz` section.
 /// It refuses to start where it could not decide as the Envoy filter does.
-pub async fn start(gateway: &Arc<Gateway>) -> Result<Option<ExtAuthzServer>, GatewayError> {
-    let Some(config) = &gateway.config.ext_authz else {
+pub async fn start(
+    gateway: &Arc<Gateway>,
+    listener: Option<TcpListener>,
+) -> Result<Option<ExtAuthzServer>, GatewayError> {
+    let (Some(_), Some(listener)) = (&gateway.config.ext_authz, listener) else {
         return Ok(None);
     };
     if !gateway.config.authorization {
@@ -78,12 +81,7 @@ pub async fn start(gateway: &Arc<Gateway>) -> Result<Option<ExtAuthzServer>, Gat
                 .to_owned(),
         ));
     }
-    let listener = TcpListener::bind(config.listen).await.map_err(|err| {
-        GatewayError::Field(format!(
-            "`ext_authz.listen`: cannot listen on `{}`: {err}",
-            config.listen
-        ))
-    })?;
+    let address = listener.local_addr().ok();
     let service = AuthorizationServer::new(CheckService {
         gateway: Arc::clone(gateway),
     });
@@ -102,7 +100,7 @@ pub async fn start(gateway: &Arc<Gateway>) -> Result<Option<ExtAuthzServer>, Gat
             tracing::error!(error = %err, "the ext_authz service stopped");
         }
     });
-    tracing::info!(listen = %config.listen, "ext_authz gRPC service started");
+    tracing::info!(listen = ?address, "ext_authz gRPC service started");
     Ok(Some(ExtAuthzServer { stop, task }))
 }
 

@@ -81,6 +81,8 @@ pub struct Listeners {
     pub pdp: Option<TcpListener>,
     /// `/healthz` and `/metrics` (`admin_listen`).
     pub admin: Option<TcpListener>,
+    /// Envoy's `ext_authz` gRPC service (`ext_authz.listen`).
+    pub ext_authz: Option<TcpListener>,
 }
 
 impl Listeners {
@@ -98,6 +100,7 @@ impl Listeners {
             proxy: bind(config.listen).await?,
             pdp: bind(config.pdp.as_ref().map(|pdp| pdp.listen)).await?,
             admin: bind(config.admin_listen).await?,
+            ext_authz: bind(config.ext_authz.as_ref().map(|ext_authz| ext_authz.listen)).await?,
         })
     }
 }
@@ -114,6 +117,7 @@ pub async fn run(
     if listeners.proxy.is_some() != config.listen.is_some()
         || listeners.pdp.is_some() != config.pdp.is_some()
         || listeners.admin.is_some() != config.admin_listen.is_some()
+        || listeners.ext_authz.is_some() != config.ext_authz.is_some()
     {
         return Err(GatewayError::Field(
             "the listeners given do not match `listen`, `pdp.listen` and `admin_listen`".to_owned(),
@@ -216,7 +220,7 @@ pub async fn run(
 
     // ext_authz (issue 14): Envoy's gRPC Check service beside the HTTP
     // listener, stopped by the same shutdown within the same drain time.
-    let ext_authz = ext_authz::start(&gateway).await?;
+    let ext_authz = ext_authz::start(&gateway, listeners.ext_authz).await?;
 
     let (stop_reload, mut reload_stopped) = tokio::sync::watch::channel(false);
     let watcher = tokio::spawn(async move {

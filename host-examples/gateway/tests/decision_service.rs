@@ -837,6 +837,7 @@ fn start_error(config: &Path) -> String {
             proxy: None,
             pdp: Some(tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap()),
             admin: None,
+            ext_authz: None,
         }
     });
     let (_reload, reloads) = tokio::sync::mpsc::channel(1);

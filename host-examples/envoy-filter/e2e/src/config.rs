@@ -187,16 +187,27 @@ pub fn ext_authz_filter_yaml(cluster: &str) -> String {
 
 /// A cluster that speaks HTTP/2 (gRPC) to 127.0.0.1:`port`.
 pub fn grpc_cluster_yaml(name: &str, port: u16) -> String {
+    static_cluster_yaml(name, port, true)
+}
+
+/// A static cluster to 127.0.0.1:`port`, over HTTP/2 when `http2` (a gRPC
+/// service), otherwise Envoy's default HTTP/1.1.
+fn static_cluster_yaml(name: &str, port: u16, http2: bool) -> String {
+    let protocol = if http2 {
+        r#"  typed_extension_protocol_options:
+    envoy.extensions.upstreams.http.v3.HttpProtocolOptions:
+      "@type": type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions
+      explicit_http_config:
+        http2_protocol_options: {}
+"#
+    } else {
+        ""
+    };
     format!(
         r#"- name: {name}
   type: STATIC
   connect_timeout: 1s
-  typed_extension_protocol_options:
-    envoy.extensions.upstreams.http.v3.HttpProtocolOptions:
-      "@type": type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions
-      explicit_http_config:
-        http2_protocol_options: {{}}
-  load_assignment:
+{protocol}  load_assignment:
     cluster_name: {name}
     endpoints:
       - lb_endpoints:
@@ -268,23 +279,7 @@ pub fn envoy_yaml_with_clusters(
         .collect();
     let mut clusters: String = upstreams
         .iter()
-        .map(|upstream| {
-            format!(
-                r#"- name: {name}
-  type: STATIC
-  connect_timeout: 1s
-  load_assignment:
-    cluster_name: {name}
-    endpoints:
-      - lb_endpoints:
-          - endpoint:
-              address:
-                socket_address: {{ address: 127.0.0.1, port_value: {port} }}
-"#,
-                name = upstream.name,
-                port = upstream.port
-            )
-        })
+        .map(|upstream| static_cluster_yaml(&upstream.name, upstream.port, false))
         .collect();
     clusters.push_str(extra_clusters);
     format!(

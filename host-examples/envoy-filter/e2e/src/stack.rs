@@ -43,6 +43,31 @@ pub fn gateway_plugin() -> Value {
     )
 }
 
+/// The Airflow example's people: the bundle's own users, then users it
+/// lacks, built from the groups in their tokens.
+pub const AIRFLOW_PEOPLE: &[(&str, &[&str])] = &[
+    ("alice", &[]),
+    ("bob", &[]),
+    ("carol", &[]),
+    ("dave", &[]),
+    ("erin", &[]),
+    ("frank", &["data-platform/operators"]),
+    ("grace", &["data-platform/ml-team"]),
+    ("heidi", &["data-platform"]),
+];
+
+/// Requests across the Airflow mapping's actions, and one route it lacks.
+pub const AIRFLOW_ROUTES: &[(&str, &str)] = &[
+    ("GET", "/api/v1/dags/etl_daily/dagRuns"),
+    ("POST", "/api/v1/dags/etl_daily/dagRuns"),
+    ("POST", "/api/v1/dags/ml_training/dagRuns"),
+    ("PATCH", "/api/v1/dags/ml_training"),
+    ("PATCH", "/api/v1/dags/reporting"),
+    ("GET", "/api/v1/dags/feature_backfill"),
+    ("DELETE", "/api/v1/dags/reporting"),
+    ("GET", "/api/v1/unknown"),
+];
+
 /// Claims for `user`, issued `age` seconds ago, good for ten minutes more.
 pub fn claims(user: &str, groups: &[&str], mfa: bool, age: i64) -> Value {
     let issued = now() - age;

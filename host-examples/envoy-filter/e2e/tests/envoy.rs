@@ -14,7 +14,7 @@ use cedar_edge_envoy_e2e::config::{JwtProvider, Listener, Ports, Upstream, envoy
 use cedar_edge_envoy_e2e::envoy::validate;
 use cedar_edge_envoy_e2e::repo;
 use cedar_edge_envoy_e2e::stack::{
-    AUDIENCE, ISSUER, Stack, airflow_plugin, claims, gateway_plugin,
+    AIRFLOW_PEOPLE, AIRFLOW_ROUTES, AUDIENCE, ISSUER, Stack, airflow_plugin, claims, gateway_plugin,
 };
 use cedar_edge_mapping::{Claims, HttpRequest, Verdict};
 use cedar_edge_testkit::jwt::{Issuer, now};
@@ -114,27 +114,7 @@ fn two_hundred_mixed_requests_get_the_native_decision() {
     let stack = start("mixed", airflow_plugin());
     let reference = cedar_edge_envoy_filter::config::load(stack.plugin.to_string().as_bytes())
         .expect("the config loads natively");
-    let people: &[(&str, &[&str])] = &[
-        ("alice", &[]),
-        ("bob", &[]),
-        ("carol", &[]),
-        ("dave", &[]),
-        ("erin", &[]),
-        // Not in the bundle: built from the token's claims.
-        ("frank", &["data-platform/operators"]),
-        ("grace", &["data-platform/ml-team"]),
-        ("heidi", &["data-platform"]),
-    ];
-    let routes = [
-        ("GET", "/api/v1/dags/etl_daily/dagRuns"),
-        ("POST", "/api/v1/dags/etl_daily/dagRuns"),
-        ("POST", "/api/v1/dags/ml_training/dagRuns"),
-        ("PATCH", "/api/v1/dags/ml_training"),
-        ("PATCH", "/api/v1/dags/reporting"),
-        ("GET", "/api/v1/dags/feature_backfill"),
-        ("DELETE", "/api/v1/dags/reporting"),
-        ("GET", "/api/v1/unknown"),
-    ];
+    let (people, routes) = (AIRFLOW_PEOPLE, AIRFLOW_ROUTES);
     let mut outcomes = std::collections::BTreeMap::new();
     let mut count = 0;
     for (index, ((user, groups), (method, path))) in people

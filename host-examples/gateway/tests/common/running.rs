@@ -18,6 +18,8 @@ pub struct Running {
     pub admin_port: u16,
     /// The decision service's port, when the configuration has `pdp`.
     pub pdp_port: Option<u16>,
+    /// The `ext_authz` gRPC service's port, when the configuration has one.
+    pub ext_authz_port: Option<u16>,
     stop: Option<oneshot::Sender<()>>,
     runtime: tokio::runtime::Runtime,
     task: Option<tokio::task::JoinHandle<Result<RunSummary, GatewayError>>>,
@@ -47,7 +49,13 @@ impl Running {
             proxy: config.listen.is_some().then(bind),
             pdp: config.pdp.is_some().then(bind),
             admin: Some(bind()),
+            ext_authz: config.ext_authz.is_some().then(bind),
         };
+        if let (Some(ext_authz), Some(listener)) =
+            (config.ext_authz.as_mut(), listeners.ext_authz.as_ref())
+        {
+            ext_authz.listen = listener.local_addr().unwrap();
+        }
         config.admin_listen = listeners
             .admin
             .as_ref()
@@ -60,9 +68,10 @@ impl Running {
                 .as_ref()
                 .map(|listener| listener.local_addr().unwrap().port())
         };
-        let (port, pdp_port) = (
+        let (port, pdp_port, ext_authz_port) = (
             port_of(&listeners.proxy).unwrap_or(0),
             port_of(&listeners.pdp),
+            port_of(&listeners.ext_authz),
         );
         let admin_port = port_of(&listeners.admin).unwrap();
         let (stop, stopped) = oneshot::channel::<()>();
@@ -78,6 +87,7 @@ impl Running {
             port,
             admin_port,
             pdp_port,
+            ext_authz_port,
             stop: Some(stop),
             runtime,
             task: Some(task),
