@@ -165,9 +165,14 @@ impl BundleSource {
         // The archive holds the files and their headers: its own cap is the
         // per-file cap times a margin, checked before and during the read.
         let archive_cap = max_file_bytes.saturating_mul(4);
+        // Not a FIFO or device: opening a FIFO waits for a writer.
+        let meta = std::fs::metadata(path).map_err(|err| error(err.to_string()))?;
+        if !meta.is_file() {
+            return Err(error("not a regular file".to_owned()));
+        }
         let file = std::fs::File::open(path).map_err(|err| error(err.to_string()))?;
         let mut bytes = Vec::new();
-        file.take(archive_cap + 1)
+        file.take(archive_cap.saturating_add(1))
             .read_to_end(&mut bytes)
             .map_err(|err| error(err.to_string()))?;
         if bytes.len() as u64 > archive_cap {

@@ -163,10 +163,14 @@ impl PackError {
 }
 
 impl BundleSource {
-    /// The files with their roles, in archive order.
+    /// The files with their roles, in archive order: policies sorted by
+    /// path (byte order, as a directory lists them), so that the same files
+    /// give the same bytes however they were gathered.
     fn files_with_roles(&self) -> impl Iterator<Item = (FileRole, &BundleFile)> {
-        self.policies
-            .iter()
+        let mut policies: Vec<&BundleFile> = self.policies.iter().collect();
+        policies.sort_by(|a, b| a.path.cmp(&b.path));
+        policies
+            .into_iter()
             .map(|file| (FileRole::Policy, file))
             .chain(self.schema.iter().map(|file| (FileRole::Schema, file)))
             .chain(self.entities.iter().map(|file| (FileRole::Entities, file)))
@@ -293,6 +297,8 @@ impl BundleSource {
             };
             let slot = match listing.role {
                 FileRole::Policy => {
+                    // Packing sorts them; another order fails the
+                    // canonical-form check below.
                     source.policies.push(file);
                     continue;
                 }
@@ -428,6 +434,7 @@ fn octal(bytes: &[u8]) -> Option<u64> {
 /// The canonical-form check after parsing catches every other difference.
 fn read_entries(bytes: &[u8], max_file_bytes: u64) -> Result<Vec<(String, &[u8])>, PackError> {
     let mut entries = Vec::new();
+    let mut seen = std::collections::HashSet::new();
     let mut offset = 0usize;
     loop {
         let at = |what: &str| PackError::new(format!("entry {}: {what}", entries.len() + 1));
@@ -480,14 +487,17 @@ fn read_entries(bytes: &[u8], max_file_bytes: u64) -> Result<Vec<(String, &[u8])
         }
         let start = offset + BLOCK;
         let size = usize::try_from(size).map_err(|_| at("size out of range"))?;
+        let end = start
+            .checked_add(size)
+            .ok_or_else(|| at("size out of range"))?;
         let contents = bytes
-            .get(start..start + size)
+            .get(start..end)
             .ok_or_else(|| PackError::new(format!("`{path}`: the archive ends inside it")))?;
-        if entries.iter().any(|(seen, _)| *seen == path) {
+        if !seen.insert(path.clone()) {
             return Err(PackError::new(format!("`{path}` is in the archive twice")));
         }
         entries.push((path, contents));
-        offset = start + size + padding(size);
+        offset = end + padding(size);
     }
 }
 

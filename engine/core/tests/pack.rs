@@ -190,6 +190,55 @@ fn archives_that_are_not_canonical_are_refused() {
 }
 
 #[test]
+fn policy_order_does_not_change_the_id_and_an_unsorted_archive_is_refused() {
+    let file = |path: &str| BundleFile {
+        path: path.to_owned(),
+        contents: format!("@id(\"{path}\") permit (principal, action, resource);"),
+    };
+    let sorted = BundleSource {
+        policies: vec![file("a.cedar"), file("b.cedar")],
+        ..BundleSource::default()
+    };
+    let reversed = BundleSource {
+        policies: vec![file("b.cedar"), file("a.cedar")],
+        ..BundleSource::default()
+    };
+    assert_eq!(sorted.pack().unwrap(), reversed.pack().unwrap());
+    // The two policy entries swapped, and their manifest listings with
+    // them (same lengths, so no header changes): every file matches its
+    // listing, yet it is not what packing writes.
+    let packed = sorted.pack().unwrap();
+    let entry_len = |at: usize| {
+        let size =
+            usize::from_str_radix(std::str::from_utf8(&packed[at + 124..at + 135]).unwrap(), 8)
+                .unwrap();
+        512 + size.div_ceil(512) * 512
+    };
+    let a = entry_len(0);
+    let b = a + entry_len(a);
+    let end = b + entry_len(b);
+    let manifest_text = std::str::from_utf8(&packed[512..a]).unwrap();
+    let manifest: Manifest =
+        serde_json::from_str(manifest_text.trim_end_matches('\0').trim_end()).unwrap();
+    let listing = |index: usize| serde_json::to_string_pretty(&manifest.files[index]).unwrap();
+    let (first, second) = (listing(0), listing(1));
+    let indent = |text: &str| text.replace('\n', "\n    ");
+    let swapped_text = manifest_text
+        .replacen(&indent(&first), "@@FIRST@@", 1)
+        .replacen(&indent(&second), &indent(&first), 1)
+        .replacen("@@FIRST@@", &indent(&second), 1);
+    assert_ne!(swapped_text, manifest_text, "the listings were found");
+    let mut swapped = packed[..512].to_vec();
+    swapped.extend_from_slice(swapped_text.as_bytes());
+    swapped.extend_from_slice(&packed[b..end]);
+    swapped.extend_from_slice(&packed[a..b]);
+    swapped.extend_from_slice(&packed[end..]);
+    assert_eq!(swapped.len(), packed.len());
+    let err = unpack(&swapped).unwrap_err();
+    assert!(err.contains("canonical form"), "{err}");
+}
+
+#[test]
 fn paths_that_a_directory_could_not_hold_are_refused() {
     for (path, expected) in [
         ("../escape.cedar", "`..` parts"),

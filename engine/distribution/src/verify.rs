@@ -137,7 +137,13 @@ fn read_signature(path: &Path) -> Result<Option<Vec<u8>>, String> {
     }
 }
 
-fn read_capped(path: &Path, cap: u64) -> Result<Vec<u8>, String> {
+/// A regular file's bytes, at most `cap`: a FIFO or device is refused
+/// before it is opened, since opening a FIFO waits for a writer.
+pub fn read_capped(path: &Path, cap: u64) -> Result<Vec<u8>, String> {
+    let meta = std::fs::metadata(path).map_err(|err| err.to_string())?;
+    if !meta.is_file() {
+        return Err("not a regular file".to_owned());
+    }
     let file = std::fs::File::open(path).map_err(|err| err.to_string())?;
     let mut bytes = Vec::new();
     file.take(cap + 1)

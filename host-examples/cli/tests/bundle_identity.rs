@@ -21,7 +21,7 @@ use cedar_edge_envoy_e2e::config::{JwtProvider, Ports, Upstream, envoy_yaml};
 use cedar_edge_envoy_e2e::envoy::Envoy;
 use cedar_edge_testkit::jwt::{Issuer, now};
 use cedar_edge_testkit::{free_port, http, upstream};
-use common::{cedar_edge, repo, text};
+use common::{authorize_bob_triggers, cedar_edge, repo, text};
 use serde_json::{Value, json};
 
 const ISSUER: &str = "https://gitlab.example.com";
@@ -78,23 +78,7 @@ fn ship(scratch: &Path) -> (Shipped, String) {
 }
 
 fn through_cli(shipped: &Shipped) -> String {
-    let out = cedar_edge(&[
-        "authorize",
-        "--bundle",
-        &shipped.packed,
-        "--trusted-key",
-        &shipped.public_key,
-        "--principal",
-        "Airflow::User::\"bob\"",
-        "--action",
-        "Airflow::Action::\"trigger\"",
-        "--resource",
-        "Airflow::Dag::\"etl_daily\"",
-        "--context",
-        "@policies/airflow-gitlab/requests/context-mfa-office.json",
-        "--format",
-        "json",
-    ]);
+    let out = authorize_bob_triggers(&shipped.packed, &["--trusted-key", &shipped.public_key]);
     let answer: Value = serde_json::from_str(&text(&out.stdout))
         .unwrap_or_else(|err| panic!("{err}: {}", text(&out.stderr)));
     answer["bundle_id"].as_str().unwrap().to_owned()

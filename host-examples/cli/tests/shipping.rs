@@ -17,7 +17,7 @@ use std::process::Output;
 
 use cedar_edge_core::hex;
 use cedar_edge_testkit::registry::Registry;
-use common::{cedar_edge, text, write_tree};
+use common::{authorize_bob_triggers, cedar_edge, text, write_tree};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
@@ -51,23 +51,7 @@ fn sha256_of(file: &str) -> String {
 
 /// bob triggers `etl_daily` from the office with MFA: one decision, as JSON.
 fn decide(bundle: &str, extra: &[&str]) -> Value {
-    let mut args = vec![
-        "authorize",
-        "--bundle",
-        bundle,
-        "--principal",
-        "Airflow::User::\"bob\"",
-        "--action",
-        "Airflow::Action::\"trigger\"",
-        "--resource",
-        "Airflow::Dag::\"etl_daily\"",
-        "--context",
-        "@policies/airflow-gitlab/requests/context-mfa-office.json",
-        "--format",
-        "json",
-    ];
-    args.extend_from_slice(extra);
-    let out = cedar_edge(&args);
+    let out = authorize_bob_triggers(bundle, extra);
     serde_json::from_str(&text(&out.stdout))
         .unwrap_or_else(|err| panic!("{err}: {}", text(&out.stderr)))
 }
@@ -221,19 +205,7 @@ fn tampered_unsigned_and_strangers_bundles_are_refused() {
         "{}",
         text(&out.stderr)
     );
-    let out = cedar_edge(&[
-        "authorize",
-        "--bundle",
-        &packed,
-        "--trusted-key",
-        &ci_pub,
-        "--principal",
-        "Airflow::User::\"bob\"",
-        "--action",
-        "Airflow::Action::\"trigger\"",
-        "--resource",
-        "Airflow::Dag::\"etl_daily\"",
-    ]);
+    let out = authorize_bob_triggers(&packed, &["--trusted-key", &ci_pub]);
     assert_eq!(out.status.code(), Some(77), "an unsigned bundle decided");
     assert!(out.stdout.is_empty(), "{}", text(&out.stdout));
 

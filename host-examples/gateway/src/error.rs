@@ -32,11 +32,16 @@ pub enum GatewayError {
     #[error("{0}")]
     #[diagnostic(code(cedar_edge::gateway::config))]
     Field(String),
-    /// The bundle's source could not be reached, or what it served was
-    /// refused (unsigned, untrusted, not the pinned digest, unreadable).
+    /// What the bundle's source served was refused (unsigned, untrusted,
+    /// not the pinned digest, unreadable): not retried until it changes.
     #[error("bundle source: {0}")]
     #[diagnostic(code(cedar_edge::gateway::source))]
     Source(String),
+    /// The bundle's source could not be reached or did not answer in time:
+    /// tried again at the next poll.
+    #[error("bundle source unavailable: {0}")]
+    #[diagnostic(code(cedar_edge::gateway::source_unavailable))]
+    SourceUnavailable(String),
     /// The bundle directory could not be read.
     #[error(transparent)]
     #[diagnostic(transparent)]

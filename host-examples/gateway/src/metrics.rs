@@ -241,7 +241,7 @@ impl Metrics {
             label(origin.revision.as_deref()),
             label(origin.signer.as_deref()),
         );
-        out.push_str("# HELP cedar_edge_bundle_source_errors_total Polls of the bundle source that failed or were refused; the last good bundle kept serving.\n# TYPE cedar_edge_bundle_source_errors_total counter\n");
+        out.push_str("# HELP cedar_edge_bundle_source_errors_total Polls whose source could not be reached, and revisions whose bundle was refused; the last good bundle kept serving.\n# TYPE cedar_edge_bundle_source_errors_total counter\n");
         let _ = writeln!(
             out,
             "cedar_edge_bundle_source_errors_total {}",

@@ -139,11 +139,14 @@ impl Fetcher {
         if let Some(pin) = &settings.pin
             && !(pin.len() == 71
                 && pin.starts_with("sha256:")
-                && pin.bytes().skip(7).all(|b| b.is_ascii_hexdigit()))
+                && pin
+                    .bytes()
+                    .skip(7)
+                    .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)))
         {
             return Err(field(
                 "bundle_source.pin",
-                format!("`{pin}` is not a bundle id (`sha256:` and 64 hex digits)"),
+                format!("`{pin}` is not a bundle id (`sha256:` and 64 lowercase hex digits)"),
             ));
         }
         let (remote, shown) = match location {
@@ -168,15 +171,11 @@ impl Fetcher {
                         "a Git source is trusted through its commits: use `bundle_source.require_signed_commits` (an SSH allowed-signers file) instead".to_owned(),
                     ));
                 }
-                let cache = settings.cache_dir.clone().unwrap_or_else(|| {
-                    std::env::temp_dir().join(format!(
-                        "cedar-edge-git-{}-{}",
-                        std::process::id(),
-                        digest_of_parts(&[spec.as_bytes()])
-                            .get(..16)
-                            .unwrap_or_default()
-                    ))
-                });
+                let cache = match &settings.cache_dir {
+                    Some(dir) => dir.clone(),
+                    None => private_cache_dir(spec)
+                        .map_err(|err| field("bundle_source.cache_dir", err))?,
+                };
                 let mut git = GitSource::parse(spec, cache)
                     .map_err(|err| field("bundle", err.to_string()))?;
                 if let Some(signers) = &settings.require_signed_commits {
@@ -211,11 +210,11 @@ impl Fetcher {
             Remote::Local(_) => Ok(None),
             Remote::Oci(reference, options) => block_on(oci::resolve(reference, options))?
                 .map(Some)
-                .map_err(|err| GatewayError::Source(err.to_string())),
+                .map_err(|err| GatewayError::SourceUnavailable(err.to_string())),
             Remote::Git(git) => git
                 .latest_commit()
                 .map(Some)
-                .map_err(|err| GatewayError::Source(err.to_string())),
+                .map_err(|err| GatewayError::SourceUnavailable(err.to_string())),
         }
     }
 
@@ -232,8 +231,11 @@ impl Fetcher {
                 let pinned = reference
                     .with_digest(digest)
                     .map_err(|err| GatewayError::Source(err.to_string()))?;
+                // Any failure to fetch (a 5xx, a timeout, a digest that does
+                // not match what was sent) is tried again next poll; only
+                // bytes that arrived whole are judged, and remembered.
                 let pulled = block_on(oci::pull(&pinned, options))?
-                    .map_err(|err| GatewayError::Source(err.to_string()))?;
+                    .map_err(|err| GatewayError::SourceUnavailable(err.to_string()))?;
                 let verified = from_artifact(
                     &pulled.artifact,
                     pulled.signature.as_deref(),
@@ -247,7 +249,7 @@ impl Fetcher {
             (Remote::Git(git), Some(commit)) => {
                 let checkout = git
                     .checkout(commit)
-                    .map_err(|err| GatewayError::Source(err.to_string()))?;
+                    .map_err(|err| GatewayError::SourceUnavailable(err.to_string()))?;
                 let mut verified =
                     read_local(checkout.dir(), &self.trusted, None, DEFAULT_MAX_FILE_BYTES)
                         .map_err(|err| {
@@ -295,12 +297,45 @@ impl Fetcher {
     }
 }
 
+/// A fresh folder of this process's own (mode 0700, refused if it already
+/// exists) for a Git cache: a folder someone else made in the shared temp
+/// directory could hold a planted repository configuration or replace refs.
+fn private_cache_dir(spec: &str) -> Result<PathBuf, String> {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |elapsed| elapsed.as_nanos());
+    let dir = std::env::temp_dir().join(format!(
+        "cedar-edge-git-{}-{nanos:x}-{}",
+        std::process::id(),
+        digest_of_parts(&[spec.as_bytes()]).get(..12).unwrap_or_default()
+    ));
+    let mut builder = std::fs::DirBuilder::new();
+    #[cfg(unix)]
+    std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
+    builder
+        .create(&dir)
+        .map(|()| dir.clone())
+        .map_err(|err| format!("cannot create `{}`: {err}", dir.display()))
+}
+
+/// The longest one registry call may take, all reads included: a registry
+/// that trickles bytes cannot hold the bundle-load thread.
+const REGISTRY_DEADLINE: Duration = Duration::from_secs(120);
+
 /// Runs one registry call on a small runtime of its own: fetches happen on
 /// the bundle-load thread, away from the serving reactor.
 fn block_on<T>(work: impl std::future::Future<Output = T>) -> Result<T, GatewayError> {
-    tokio::runtime::Builder::new_current_thread()
+    let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
-        .map(|runtime| runtime.block_on(work))
-        .map_err(|err| GatewayError::Task(err.to_string()))
+        .map_err(|err| GatewayError::Task(err.to_string()))?;
+    runtime
+        // The timer is made inside the runtime, which it needs.
+        .block_on(async { tokio::time::timeout(REGISTRY_DEADLINE, work).await })
+        .map_err(|_| {
+            GatewayError::SourceUnavailable(format!(
+                "the registry did not answer within {} s",
+                REGISTRY_DEADLINE.as_secs()
+            ))
+        })
 }

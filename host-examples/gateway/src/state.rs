@@ -80,6 +80,9 @@ pub struct BundleSlot {
     /// The last content a load refused (or the last read error): polls do
     /// not retry or log it again until the directory changes.
     refused: Mutex<Option<String>>,
+    /// The last failure logged: the same one is not logged again at every
+    /// poll.
+    last_error: Mutex<Option<String>>,
     settle: Duration,
     metrics: Arc<Metrics>,
 }
@@ -116,6 +119,7 @@ impl BundleSlot {
             serving: RwLock::new(Arc::new(first)),
             pending: Mutex::new(None),
             refused: Mutex::new(None),
+            last_error: Mutex::new(None),
             settle,
             metrics,
         })
@@ -178,34 +182,38 @@ impl BundleSlot {
 
     /// A registry or Git remote: fetched only when its revision moved, and
     /// applied at once (an artifact or a commit is never half-written).
+    /// Nothing is remembered about a revision that failed: the next poll
+    /// fetches and judges it again, so a registry that failed once, or a
+    /// signature pushed after its bundle, is picked up without a restart.
+    /// Each failure is counted; the same failure is logged once.
     fn reload_remote(&self) -> Result<bool, GatewayError> {
-        let revision = match self.fetcher.revision() {
-            Ok(revision) => revision,
-            Err(err) => {
-                self.metrics.source_error();
-                let text = err.to_string();
-                if self.note_refused(&text) {
-                    tracing::warn!(error = %text, "bundle source unavailable; the last good bundle keeps serving");
-                }
-                return Err(err);
-            }
-        };
-        let key = revision.clone().unwrap_or_default();
-        if revision.as_deref() == self.serving().revision()
-            || get(&self.refused).as_deref() == Some(key.as_str())
-        {
+        let revision = self
+            .fetcher
+            .revision()
+            .map_err(|err| self.source_failed(err))?;
+        if revision.as_deref() == self.serving().revision() {
+            set(&self.last_error, None);
             return Ok(false);
         }
-        match self.fetcher.fetch(revision.as_deref()) {
-            Ok(fetched) => self.apply(fetched, key),
-            Err(err) => {
-                self.metrics.source_error();
-                self.metrics.reload(false);
-                set(&self.refused, Some(key));
-                tracing::error!(error = %err, "bundle refused; the last good bundle keeps serving");
-                Err(err)
-            }
+        let fetched = self
+            .fetcher
+            .fetch(revision.as_deref())
+            .map_err(|err| self.source_failed(err))?;
+        self.apply(fetched, revision.unwrap_or_default())
+    }
+
+    /// Counts and (once per distinct message) logs a failed poll.
+    fn source_failed(&self, err: GatewayError) -> GatewayError {
+        self.metrics.source_error();
+        if matches!(err, GatewayError::Source(_)) {
+            self.metrics.reload(false);
         }
+        let text = err.to_string();
+        if get(&self.last_error).as_deref() != Some(text.as_str()) {
+            tracing::error!(error = %text, "bundle not replaced; the last good bundle keeps serving");
+            set(&self.last_error, Some(text));
+        }
+        err
     }
 
     /// Loads a fetched bundle and swaps it in, or refuses it (remembered
@@ -220,6 +228,7 @@ impl BundleSlot {
                     "bundle reloaded"
                 );
                 set(&self.refused, None);
+                set(&self.last_error, None);
                 self.metrics.set_bundle(next.bundle_id(), &next.origin);
                 self.metrics.reload(true);
                 let next = Arc::new(next);
@@ -232,7 +241,11 @@ impl BundleSlot {
             Err(err) => {
                 set(&self.refused, Some(key));
                 self.metrics.reload(false);
-                tracing::error!(error = %err, "bundle reload refused; the last good bundle keeps serving");
+                let text = err.to_string();
+                if get(&self.last_error).as_deref() != Some(text.as_str()) {
+                    tracing::error!(error = %text, "bundle reload refused; the last good bundle keeps serving");
+                    set(&self.last_error, Some(text));
+                }
                 Err(err)
             }
         }

@@ -520,3 +520,38 @@ fn runtime_start_error(path: &Path) -> String {
         Err(err) => err.to_string(),
     }
 }
+
+/// A refused revision is judged again at every poll: the signature pushed
+/// after its bundle (same manifest, so same revision) is picked up without
+/// a restart.
+#[test]
+fn a_signature_pushed_after_its_bundle_is_picked_up() {
+    let dir = scratch("late-signature");
+    let registry = Registry::start();
+    let publisher = Publisher::new(&registry, "policies/late");
+    let ci = SigningKey::generate(Algorithm::EcdsaP256);
+    let ci_pub = write_key(&dir, "ci", &ci);
+    let v1 = todo_bundle().pack().unwrap();
+    publisher.push(&v1, Some(&ci));
+    let extra = format!(
+        "bundle_source:\n  poll_interval_ms: {POLL_MS}\n  plain_http: [\"{}\"]\ntrusted_keys: [\"{}\"]\n",
+        registry.host(),
+        ci_pub.display()
+    );
+    let gateway = Running::start_with(config(&dir, &publisher.reference.to_string(), &extra));
+    let v2 = todo_bundle_v2().pack().unwrap();
+    let unsigned_manifest = publisher.push(&v2, None);
+    several_polls();
+    assert_eq!(health(&gateway)["bundle_id"], id_of(&v1), "unsigned served");
+    let signed_manifest = publisher.push(&v2, Some(&ci));
+    assert_eq!(
+        signed_manifest, unsigned_manifest,
+        "one artifact, one manifest"
+    );
+    assert!(serves_within(
+        &gateway,
+        &id_of(&v2),
+        Duration::from_secs(10)
+    ));
+    gateway.stop();
+}

@@ -40,6 +40,10 @@ const CONFIG: &[&str] = &[
     // No background `gc` outliving the call's deadline.
     "gc.auto=0",
     "maintenance.auto=false",
+    // Whatever a planted repository config says: TLS is verified and no
+    // proxy command runs.
+    "http.sslVerify=true",
+    "core.gitProxy=",
 ];
 
 /// How often a running call is checked on.
@@ -90,7 +94,10 @@ pub(super) fn run(
         .env("GIT_TERMINAL_PROMPT", "0")
         .env("GIT_ALLOW_PROTOCOL", ALLOWED_SCHEMES.join(":"))
         // Messages in one language, for matching and for operators.
-        .env("LC_ALL", "C");
+        .env("LC_ALL", "C")
+        // `refs/replace/*` could swap the tree of a verified, signed commit
+        // for another: objects are read as they are.
+        .env("GIT_NO_REPLACE_OBJECTS", "1");
     if std::env::var_os("GIT_SSH_COMMAND").is_none() {
         command.env("GIT_SSH_COMMAND", "ssh -o BatchMode=yes");
     }

@@ -259,6 +259,11 @@ pub(super) fn normalize_subdir(subdir: &str) -> Result<String, GitSpecError> {
 
 /// The URL with any `user:password@` replaced, for messages and logs.
 pub(super) fn redact_url(url: &str) -> String {
+    // A query string may hold a token (`?private_token=…`): never shown.
+    let url = match url.split_once('?') {
+        Some((base, _)) => return format!("{}?***", redact_url(base)),
+        None => url,
+    };
     let (head, rest) = match url.split_once("://") {
         Some((scheme, rest)) => (format!("{scheme}://"), rest),
         None => (String::new(), url),

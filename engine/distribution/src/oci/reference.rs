@@ -106,7 +106,7 @@ impl FromStr for Reference {
 
     fn from_str(input: &str) -> Result<Self, OciError> {
         parse(input).map_err(|reason| OciError::InvalidReference {
-            input: input.to_owned(),
+            input: without_credentials(input),
             reason,
         })
     }
@@ -346,5 +346,23 @@ mod tests {
         assert!(reason(&upper).contains("is not a digest"));
         let long_tag = format!("oci://h/p:{}", "t".repeat(129));
         assert!(reason(&long_tag).contains("is not a tag"));
+    }
+}
+
+/// A reference as typed, with anything before an `@` in its host part (a
+/// mistaken `user:token@`) hidden, so that no error repeats a secret.
+fn without_credentials(input: &str) -> String {
+    let (scheme, rest) = input.split_once("://").unwrap_or(("", input));
+    let host_end = rest.find('/').unwrap_or(rest.len());
+    match rest.get(..host_end).and_then(|host| host.rfind('@')) {
+        Some(at) => {
+            let shown = format!("***{}", rest.get(at..).unwrap_or_default());
+            if scheme.is_empty() {
+                shown
+            } else {
+                format!("{scheme}://{shown}")
+            }
+        }
+        None => input.to_owned(),
     }
 }

@@ -23,6 +23,29 @@ pub fn cedar_edge(args: &[&str]) -> Output {
         .expect("the binary runs")
 }
 
+/// `cedar-edge authorize` of the example request (bob triggers
+/// `etl_daily` from the office with MFA) against `bundle`, as JSON, with
+/// `extra` arguments.
+pub fn authorize_bob_triggers(bundle: &str, extra: &[&str]) -> Output {
+    let mut args = vec![
+        "authorize",
+        "--bundle",
+        bundle,
+        "--principal",
+        "Airflow::User::\"bob\"",
+        "--action",
+        "Airflow::Action::\"trigger\"",
+        "--resource",
+        "Airflow::Dag::\"etl_daily\"",
+        "--context",
+        "@policies/airflow-gitlab/requests/context-mfa-office.json",
+        "--format",
+        "json",
+    ];
+    args.extend_from_slice(extra);
+    cedar_edge(&args)
+}
+
 /// Output bytes as text.
 pub fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
