@@ -321,6 +321,16 @@ fn credentials_stay_out_of_messages() {
         assert!(!shown.contains("s3cret"), "{shown}");
         assert!(shown.contains("***@127.0.0.1"), "{shown}");
     }
+    // A token in the query string (GitLab's `private_token`) too.
+    let spec = format!(
+        "git+http://127.0.0.1:{}/policies.git?private_token=t0ken#main",
+        cedar_edge_testkit::free_port()
+    );
+    let source = GitSource::parse(&spec, server.scratch("cache-query")).unwrap();
+    let err = source.latest_commit().unwrap_err();
+    for shown in [err.to_string(), format!("{source}"), format!("{source:?}")] {
+        assert!(!shown.contains("t0ken"), "{shown}");
+    }
 }
 
 #[test]

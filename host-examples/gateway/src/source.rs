@@ -307,7 +307,9 @@ fn private_cache_dir(spec: &str) -> Result<PathBuf, String> {
     let dir = std::env::temp_dir().join(format!(
         "cedar-edge-git-{}-{nanos:x}-{}",
         std::process::id(),
-        digest_of_parts(&[spec.as_bytes()]).get(..12).unwrap_or_default()
+        digest_of_parts(&[spec.as_bytes()])
+            .get(..12)
+            .unwrap_or_default()
     ));
     let mut builder = std::fs::DirBuilder::new();
     #[cfg(unix)]

@@ -281,6 +281,18 @@ mod tests {
     }
 
     #[test]
+    fn a_mistyped_credential_is_never_repeated() {
+        let err = "oci://deploy:t0ken@registry.example.com/p/b:main"
+            .parse::<Reference>()
+            .unwrap_err()
+            .to_string();
+        assert!(
+            !err.contains("t0ken") && err.contains("***@registry.example.com"),
+            "{err}"
+        );
+    }
+
+    #[test]
     fn display_round_trips() {
         for input in [
             "oci://localhost:5000/policies:main".to_owned(),

@@ -5,7 +5,8 @@
 use std::path::PathBuf;
 
 use cedar_edge_cli::exit_codes;
-use cedar_edge_distribution::verify::default_signature_path;
+use cedar_edge_distribution::verify::{default_signature_path, read_capped};
+use cedar_edge_signing::MAX_SIGNATURE_BYTES;
 use clap::Args;
 
 use super::{BundleOptions, read_verified};
@@ -55,7 +56,9 @@ pub fn run(args: &EnvoyConfigArgs) -> u8 {
         .signature
         .clone()
         .unwrap_or_else(|| default_signature_path(&args.bundle));
-    let signature = std::fs::read_to_string(&signature_path).ok();
+    let signature = read_capped(&signature_path, MAX_SIGNATURE_BYTES as u64)
+        .ok()
+        .and_then(|bytes| String::from_utf8(bytes).ok());
     let mut trusted_pems = Vec::new();
     for path in &args.options.trusted_keys {
         match std::fs::read_to_string(path) {

@@ -5,7 +5,8 @@ use std::path::PathBuf;
 
 use cedar_edge_cli::exit_codes;
 use cedar_edge_distribution::oci::{self, OciError, Reference, RegistryOptions};
-use cedar_edge_distribution::verify::{default_signature_path, from_artifact};
+use cedar_edge_distribution::verify::{default_signature_path, from_artifact, read_capped};
+use cedar_edge_signing::MAX_SIGNATURE_BYTES;
 use clap::Args;
 
 use super::{BundleOptions, read_bundle};
@@ -107,9 +108,9 @@ pub fn push(args: &PushArgs) -> u8 {
         .signature
         .clone()
         .unwrap_or_else(|| default_signature_path(&args.bundle));
-    let signature = match std::fs::read(&signature_path) {
+    let signature = match read_capped(&signature_path, MAX_SIGNATURE_BYTES as u64) {
         Ok(text) => Some(text),
-        Err(_) if args.signature.is_none() => None,
+        Err(_) if args.signature.is_none() && !signature_path.exists() => None,
         Err(err) => {
             eprintln!("error: `{}`: {err}", signature_path.display());
             return exit_codes::USAGE;
