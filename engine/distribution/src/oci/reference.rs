@@ -105,8 +105,16 @@ impl FromStr for Reference {
     type Err = OciError;
 
     fn from_str(input: &str) -> Result<Self, OciError> {
+        let shown = without_credentials(input);
+        if shown != input {
+            // Whatever else is wrong, the message must not repeat a secret.
+            return Err(OciError::InvalidReference {
+                input: shown,
+                reason: "credentials do not belong in a reference; set CEDAR_EDGE_REGISTRY_USERNAME and CEDAR_EDGE_REGISTRY_PASSWORD".to_owned(),
+            });
+        }
         parse(input).map_err(|reason| OciError::InvalidReference {
-            input: without_credentials(input),
+            input: shown,
             reason,
         })
     }
@@ -246,6 +254,24 @@ pub(crate) fn check_digest(digest: &str) -> Result<(), String> {
     }
 }
 
+/// A reference as typed, with anything before an `@` in its host part (a
+/// mistaken `user:token@`) hidden, so that no error repeats a secret.
+fn without_credentials(input: &str) -> String {
+    let (scheme, rest) = input.split_once("://").unwrap_or(("", input));
+    let host_end = rest.find('/').unwrap_or(rest.len());
+    match rest.get(..host_end).and_then(|host| host.rfind('@')) {
+        Some(at) => {
+            let shown = format!("***{}", rest.get(at..).unwrap_or_default());
+            if scheme.is_empty() {
+                shown
+            } else {
+                format!("{scheme}://{shown}")
+            }
+        }
+        None => input.to_owned(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
@@ -358,23 +384,5 @@ mod tests {
         assert!(reason(&upper).contains("is not a digest"));
         let long_tag = format!("oci://h/p:{}", "t".repeat(129));
         assert!(reason(&long_tag).contains("is not a tag"));
-    }
-}
-
-/// A reference as typed, with anything before an `@` in its host part (a
-/// mistaken `user:token@`) hidden, so that no error repeats a secret.
-fn without_credentials(input: &str) -> String {
-    let (scheme, rest) = input.split_once("://").unwrap_or(("", input));
-    let host_end = rest.find('/').unwrap_or(rest.len());
-    match rest.get(..host_end).and_then(|host| host.rfind('@')) {
-        Some(at) => {
-            let shown = format!("***{}", rest.get(at..).unwrap_or_default());
-            if scheme.is_empty() {
-                shown
-            } else {
-                format!("{scheme}://{shown}")
-            }
-        }
-        None => input.to_owned(),
     }
 }
