@@ -458,26 +458,35 @@ fn a_principal_from_the_request_is_searched_exactly() {
 #[test]
 fn a_malformed_query_is_refused() {
     let bundle = generated(1);
-    let template = request(
-        EntityUid::new("User", "u1"),
-        EntityUid::new("Action", "read"),
-        EntityUid::new("Doc Type", ""),
-        true,
-    );
-    let refused = bundle
-        .search(&template, SearchSlot::Resource, None)
-        .unwrap_err();
-    assert!(refused.to_string().contains("resource"), "{refused}");
-    let template = request(
-        EntityUid::new("User", ""),
-        EntityUid::new("Bad Action", "read"),
-        EntityUid::new("Doc", "d1"),
-        true,
-    );
-    let refused = bundle
-        .search(&template, SearchSlot::Principal, None)
-        .unwrap_err();
-    assert!(refused.to_string().contains("action"), "{refused}");
+    // (principal, action, resource, the open slot, the part named)
+    let malformed = [
+        (
+            ("User", "u1"),
+            "Action",
+            ("Doc Type", ""),
+            SearchSlot::Resource,
+            "resource",
+        ),
+        (
+            ("User", ""),
+            "Bad Action",
+            ("Doc", "d1"),
+            SearchSlot::Principal,
+            "action",
+        ),
+    ];
+    for ((principal_type, principal), action_type, (resource_type, resource), slot, part) in
+        malformed
+    {
+        let template = request(
+            EntityUid::new(principal_type, principal),
+            EntityUid::new(action_type, "read"),
+            EntityUid::new(resource_type, resource),
+            true,
+        );
+        let refused = bundle.search(&template, slot, None).unwrap_err();
+        assert!(refused.to_string().contains(part), "{part}: {refused}");
+    }
     // A type the store does not hold has no candidates.
     let template = request(
         EntityUid::new("User", "u1"),
