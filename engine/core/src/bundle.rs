@@ -162,24 +162,8 @@ impl BundleSource {
             path: path.to_owned(),
             message,
         };
-        // The archive holds the files and their headers: its own cap is the
-        // per-file cap times a margin, checked before and during the read.
-        let archive_cap = max_file_bytes.saturating_mul(4);
-        // Not a FIFO or device: opening a FIFO waits for a writer.
-        let meta = std::fs::metadata(path).map_err(|err| error(err.to_string()))?;
-        if !meta.is_file() {
-            return Err(error("not a regular file".to_owned()));
-        }
-        let file = std::fs::File::open(path).map_err(|err| error(err.to_string()))?;
-        let mut bytes = Vec::new();
-        file.take(archive_cap.saturating_add(1))
-            .read_to_end(&mut bytes)
-            .map_err(|err| error(err.to_string()))?;
-        if bytes.len() as u64 > archive_cap {
-            return Err(error(format!(
-                "the packed bundle is over the cap of {archive_cap} bytes"
-            )));
-        }
+        let bytes = read_regular_file(path, archive_cap(max_file_bytes))
+            .map_err(|message| error(format!("the packed bundle: {message}")))?;
         if !crate::pack::looks_packed(&bytes) {
             return Err(error(
                 "neither a bundle directory nor a packed bundle (`cedar-edge pack`)".to_owned(),
@@ -403,6 +387,35 @@ fn open_no_follow(path: &Path) -> std::io::Result<std::fs::File> {
 
 /// Why a symbolic link to a directory is refused.
 const DIR_LINK: &str = "a symbolic link to a directory; bundles do not follow links to directories";
+
+/// The largest packed bundle read when each file may be `max_file_bytes`
+/// long: the files and their headers, with a margin. Every loader of
+/// packed bundles (files, registries) caps them so.
+pub fn archive_cap(max_file_bytes: u64) -> u64 {
+    max_file_bytes.saturating_mul(4)
+}
+
+/// A regular file's bytes, at most `cap`, checked before and during the
+/// read. A FIFO or device is refused before it is opened: opening a FIFO
+/// waits for a writer.
+pub fn read_regular_file(path: &Path, cap: u64) -> Result<Vec<u8>, String> {
+    let meta = std::fs::metadata(path).map_err(|err| err.to_string())?;
+    if !meta.is_file() {
+        return Err("not a regular file".to_owned());
+    }
+    if meta.len() > cap {
+        return Err(format!("over the cap of {cap} bytes"));
+    }
+    let file = std::fs::File::open(path).map_err(|err| err.to_string())?;
+    let mut bytes = Vec::new();
+    file.take(cap.saturating_add(1))
+        .read_to_end(&mut bytes)
+        .map_err(|err| err.to_string())?;
+    if bytes.len() as u64 > cap {
+        return Err(format!("over the cap of {cap} bytes"));
+    }
+    Ok(bytes)
+}
 
 /// Lowercase hex of a digest: the one spelling of every hash the project
 /// prints (bundle ids, cache keys, fingerprints).

@@ -29,13 +29,13 @@ mod value;
 pub use backend::{AuthorizeError, Backend, BoxFuture, NativeBackend};
 pub use bundle::{
     Bundle, BundleDir, BundleFile, BundleReadError, BundleSource, DEFAULT_MAX_FILE_BYTES,
-    LoadError, digest_of_parts, hex,
+    LoadError, archive_cap, digest_of_parts, hex, read_regular_file,
 };
 pub use diagnostic::{Diagnostic, SourcedProblem};
 pub use nesting::{MAX_NESTING, MAX_OPERATOR_DEPTH};
 pub use pack::{
     BundleSettings, FORMAT as PACK_FORMAT, FileRole, MANIFEST_PATH, Manifest, ManifestFile,
-    PackError, SETTINGS_FILE, ValidationMode, cedar_version, looks_packed,
+    PackError, SETTINGS_FILE, ValidationMode, cedar_version, looks_packed, packed_id,
 };
 pub use request::{ContextInput, EntityInput, Request, RequestError, RequestLimits};
 pub use response::{Decision, PolicyError, Response};

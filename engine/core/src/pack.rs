@@ -209,12 +209,11 @@ impl BundleSource {
         let mut manifest_text = serde_json::to_string_pretty(&manifest)
             .map_err(|err| PackError::new(format!("cannot write the manifest: {err}")))?;
         manifest_text.push('\n');
-        let io = |err: std::io::Error| PackError::new(format!("cannot write the archive: {err}"));
-        write_entry(out, MANIFEST_PATH, manifest_text.as_bytes()).map_err(io_or(io))?;
+        write_entry(out, MANIFEST_PATH, manifest_text.as_bytes())?;
         for (_, file) in self.files_with_roles() {
-            write_entry(out, &file.path, file.contents.as_bytes()).map_err(io_or(io))?;
+            write_entry(out, &file.path, file.contents.as_bytes())?;
         }
-        out.write_all(&[0; 2 * BLOCK]).map_err(io)
+        out.write_all(&[0; 2 * BLOCK]).map_err(write_error)
     }
 
     /// The packed form of the bundle, as `cedar-edge pack` writes it.
@@ -332,6 +331,12 @@ impl BundleSource {
     }
 }
 
+/// The bundle id of a packed bundle's bytes: `sha256:` and 64 hex digits,
+/// what [`BundleSource::content_hash`] computes without the archive.
+pub fn packed_id(packed: &[u8]) -> String {
+    format!("sha256:{}", hex(&Sha256::digest(packed)))
+}
+
 /// Whether `bytes` start like a packed bundle rather than a directory's
 /// file: a ustar header naming the manifest.
 pub fn looks_packed(bytes: &[u8]) -> bool {
@@ -339,18 +344,8 @@ pub fn looks_packed(bytes: &[u8]) -> bool {
         && bytes.get(..MANIFEST_PATH.len()) == Some(MANIFEST_PATH.as_bytes())
 }
 
-fn io_or(
-    io: impl Fn(std::io::Error) -> PackError + Copy,
-) -> impl Fn(EntryError) -> PackError + Copy {
-    move |err| match err {
-        EntryError::Io(err) => io(err),
-        EntryError::Name(message) => PackError::new(message),
-    }
-}
-
-enum EntryError {
-    Io(std::io::Error),
-    Name(String),
+fn write_error(err: std::io::Error) -> PackError {
+    PackError::new(format!("cannot write the archive: {err}"))
 }
 
 struct HashWriter(Sha256);
@@ -384,9 +379,9 @@ fn split_name(path: &str) -> Option<(&str, &str)> {
         .find(|(prefix, name)| prefix.len() <= 155 && !name.is_empty() && name.len() <= 100)
 }
 
-fn write_entry(out: &mut impl Write, path: &str, contents: &[u8]) -> Result<(), EntryError> {
+fn write_entry(out: &mut impl Write, path: &str, contents: &[u8]) -> Result<(), PackError> {
     let (prefix, name) = split_name(path).ok_or_else(|| {
-        EntryError::Name(format!(
+        PackError::new(format!(
             "`{path}`: the path is too long to pack (at most 100 bytes after a folder of at most 155)"
         ))
     })?;
@@ -408,10 +403,10 @@ fn write_entry(out: &mut impl Write, path: &str, contents: &[u8]) -> Result<(), 
     put(&mut header, 345, prefix.as_bytes());
     let checksum: u32 = header.iter().map(|&byte| u32::from(byte)).sum();
     put(&mut header, 148, format!("{checksum:06o}\0 ").as_bytes());
-    out.write_all(&header).map_err(EntryError::Io)?;
-    out.write_all(contents).map_err(EntryError::Io)?;
+    out.write_all(&header).map_err(write_error)?;
+    out.write_all(contents).map_err(write_error)?;
     out.write_all(&vec![0; padding(contents.len())])
-        .map_err(EntryError::Io)
+        .map_err(write_error)
 }
 
 fn padding(len: usize) -> usize {

@@ -6,10 +6,9 @@
 //! memory first, so a directory and its packed file verify with one
 //! signature.
 
-use std::io::Read as _;
 use std::path::{Path, PathBuf};
 
-use cedar_edge_core::BundleSource;
+use cedar_edge_core::{BundleSource, archive_cap, read_regular_file};
 use cedar_edge_signing::{MAX_SIGNATURE_BYTES, Signer, TrustedKeys};
 
 /// A bundle read and, when keys are trusted, verified.
@@ -36,12 +35,18 @@ pub struct VerifyError {
 /// Where a bundle's signature file is looked for unless named: beside the
 /// bundle, with `.sig` appended (`airflow.tar.sig`, `policies/airflow.sig`).
 pub fn default_signature_path(bundle: &Path) -> PathBuf {
-    let mut name = bundle
+    path_with_suffix(bundle, ".sig")
+}
+
+/// `path` with `suffix` appended to its last part (`ci` → `ci.key`,
+/// `policies/airflow/` → `policies/airflow.sig`).
+pub fn path_with_suffix(path: &Path, suffix: &str) -> PathBuf {
+    let mut name = path
         .file_name()
         .map(|name| name.to_os_string())
         .unwrap_or_default();
-    name.push(".sig");
-    bundle.with_file_name(name)
+    name.push(suffix);
+    path.with_file_name(name)
 }
 
 /// Reads a directory or packed file; with trusted keys, requires a
@@ -84,7 +89,7 @@ pub fn read_local(
             signer: Some(signer),
         });
     }
-    let bytes = read_capped(path, max_file_bytes.saturating_mul(4)).map_err(fail)?;
+    let bytes = read_regular_file(path, archive_cap(max_file_bytes)).map_err(fail)?;
     from_artifact(
         &bytes,
         signature_text.as_deref(),
@@ -128,29 +133,11 @@ fn check(
     })
 }
 
-/// A signature file's text; a missing file is no signature.
-fn read_signature(path: &Path) -> Result<Option<Vec<u8>>, String> {
+/// A signature file's text, capped; a missing file is no signature.
+pub fn read_signature(path: &Path) -> Result<Option<Vec<u8>>, String> {
     match std::fs::metadata(path) {
         Err(err) if err.kind() == std::io::ErrorKind::NotFound => Ok(None),
         Err(err) => Err(err.to_string()),
-        Ok(_) => read_capped(path, MAX_SIGNATURE_BYTES as u64).map(Some),
+        Ok(_) => read_regular_file(path, MAX_SIGNATURE_BYTES as u64).map(Some),
     }
-}
-
-/// A regular file's bytes, at most `cap`: a FIFO or device is refused
-/// before it is opened, since opening a FIFO waits for a writer.
-pub fn read_capped(path: &Path, cap: u64) -> Result<Vec<u8>, String> {
-    let meta = std::fs::metadata(path).map_err(|err| err.to_string())?;
-    if !meta.is_file() {
-        return Err("not a regular file".to_owned());
-    }
-    let file = std::fs::File::open(path).map_err(|err| err.to_string())?;
-    let mut bytes = Vec::new();
-    file.take(cap + 1)
-        .read_to_end(&mut bytes)
-        .map_err(|err| err.to_string())?;
-    if bytes.len() as u64 > cap {
-        return Err(format!("over the cap of {cap} bytes"));
-    }
-    Ok(bytes)
 }

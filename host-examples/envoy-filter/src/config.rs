@@ -8,14 +8,13 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use cedar_edge_core::{
-    Bundle, BundleFile, BundleSource, DEFAULT_MAX_FILE_BYTES, LoadError, RequestLimits, hex,
+    Bundle, BundleFile, BundleSource, DEFAULT_MAX_FILE_BYTES, LoadError, RequestLimits, packed_id,
 };
 use cedar_edge_mapping::config::ContextSource;
 use cedar_edge_mapping::{Mapping, MappingConfig, MappingError};
 use cedar_edge_signing::{PublicKey, TrustedKeys};
 use serde::Deserialize;
 use serde_json::{Value, json};
-use sha2::Digest as _;
 
 /// The bundle, every file inline.
 #[derive(Debug, Clone, Deserialize)]
@@ -176,7 +175,7 @@ impl PackedBundle {
         let bytes = base64::engine::general_purpose::STANDARD
             .decode(self.packed.trim())
             .map_err(|err| ConfigError::Shape(format!("`bundle.packed`: not base64: {err}")))?;
-        let digest = format!("sha256:{}", hex(&sha2::Sha256::digest(&bytes)));
+        let digest = packed_id(&bytes);
         if let Some(pinned) = &self.digest
             && *pinned != digest
         {
@@ -298,10 +297,7 @@ pub fn packed_plugin_config(
     if let Some(signature) = signature {
         bundle.insert("signature".to_owned(), json!(signature.trim()));
     }
-    bundle.insert(
-        "digest".to_owned(),
-        json!(format!("sha256:{}", hex(&sha2::Sha256::digest(packed)))),
-    );
+    bundle.insert("digest".to_owned(), json!(packed_id(packed)));
     config.insert("bundle".to_owned(), Value::Object(bundle));
     if !trusted_keys.is_empty() {
         config.insert("trusted_keys".to_owned(), json!(trusted_keys));

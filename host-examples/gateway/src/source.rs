@@ -11,7 +11,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use cedar_edge_core::{BundleSource, DEFAULT_MAX_FILE_BYTES, digest_of_parts};
+use cedar_edge_core::{BundleSource, DEFAULT_MAX_FILE_BYTES, archive_cap, digest_of_parts};
 use cedar_edge_distribution::git::GitSource;
 use cedar_edge_distribution::oci::{self, Reference, RegistryOptions};
 use cedar_edge_distribution::verify::{Verified, from_artifact, read_local};
@@ -160,7 +160,7 @@ impl Fetcher {
                 for registry in &settings.plain_http {
                     options = options.with_plain_http(registry.clone());
                 }
-                options.max_artifact_bytes = DEFAULT_MAX_FILE_BYTES.saturating_mul(4);
+                options.max_artifact_bytes = archive_cap(DEFAULT_MAX_FILE_BYTES);
                 let shown = reference.to_string();
                 (Remote::Oci(reference, options), shown)
             }

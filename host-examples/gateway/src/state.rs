@@ -209,9 +209,8 @@ impl BundleSlot {
             self.metrics.reload(false);
         }
         let text = err.to_string();
-        if get(&self.last_error).as_deref() != Some(text.as_str()) {
+        if self.failure_is_new(&text) {
             tracing::error!(error = %text, "bundle not replaced; the last good bundle keeps serving");
-            set(&self.last_error, Some(text));
         }
         err
     }
@@ -242,13 +241,20 @@ impl BundleSlot {
                 set(&self.refused, Some(key));
                 self.metrics.reload(false);
                 let text = err.to_string();
-                if get(&self.last_error).as_deref() != Some(text.as_str()) {
+                if self.failure_is_new(&text) {
                     tracing::error!(error = %text, "bundle reload refused; the last good bundle keeps serving");
-                    set(&self.last_error, Some(text));
                 }
                 Err(err)
             }
         }
+    }
+
+    /// Remembers the failure to log; `true` when it differs from the last
+    /// one, so that a failure repeated at every poll is logged once.
+    fn failure_is_new(&self, text: &str) -> bool {
+        let fresh = get(&self.last_error).as_deref() != Some(text);
+        set(&self.last_error, Some(text.to_owned()));
+        fresh
     }
 
     /// Remembers a refusal; `true` when it is new.

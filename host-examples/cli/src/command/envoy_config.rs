@@ -5,11 +5,9 @@
 use std::path::PathBuf;
 
 use cedar_edge_cli::exit_codes;
-use cedar_edge_distribution::verify::{default_signature_path, read_capped};
-use cedar_edge_signing::MAX_SIGNATURE_BYTES;
 use clap::Args;
 
-use super::{BundleOptions, read_verified};
+use super::{BundleOptions, pack_or_report, read_verified, signature_for};
 
 /// Arguments of `cedar-edge envoy-config`.
 #[derive(Debug, Args)]
@@ -44,31 +42,19 @@ pub fn run(args: &EnvoyConfigArgs) -> u8 {
             return exit_codes::USAGE;
         }
     };
-    let packed = match verified.source.pack() {
+    let packed = match pack_or_report(&args.bundle, &verified.source) {
         Ok(packed) => packed,
-        Err(err) => {
-            eprintln!("error: `{}`: {err}", args.bundle.display());
-            return exit_codes::BUNDLE;
-        }
+        Err(code) => return code,
     };
-    let signature_path = args
-        .options
-        .signature
-        .clone()
-        .unwrap_or_else(|| default_signature_path(&args.bundle));
-    let signature = read_capped(&signature_path, MAX_SIGNATURE_BYTES as u64)
-        .ok()
-        .and_then(|bytes| String::from_utf8(bytes).ok());
-    let mut trusted_pems = Vec::new();
-    for path in &args.options.trusted_keys {
-        match std::fs::read_to_string(path) {
-            Ok(pem) => trusted_pems.push(pem),
-            Err(err) => {
-                eprintln!("error: `{}`: {err}", path.display());
-                return exit_codes::USAGE;
-            }
-        }
-    }
+    let signature = match signature_for(&args.bundle, args.options.signature.as_deref()) {
+        Ok(signature) => signature.map(|bytes| String::from_utf8_lossy(&bytes).into_owned()),
+        Err(code) => return code,
+    };
+    // The keys as `read_verified` accepted them, written as PEM.
+    let trusted_pems: Vec<String> = match args.options.trusted() {
+        Ok(trusted) => trusted.keys().iter().map(|key| key.key.to_pem()).collect(),
+        Err(code) => return code,
+    };
     let config = cedar_edge_envoy_filter::config::packed_plugin_config(
         &packed,
         signature.as_deref(),

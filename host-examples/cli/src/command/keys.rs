@@ -4,11 +4,12 @@
 use std::path::{Path, PathBuf};
 
 use cedar_edge_cli::exit_codes;
-use cedar_edge_distribution::verify::default_signature_path;
+use cedar_edge_core::packed_id;
+use cedar_edge_distribution::verify::{default_signature_path, path_with_suffix};
 use cedar_edge_signing::{Algorithm, SigningKey, encode_signature};
 use clap::Args;
 
-use super::{BundleOptions, read_verified};
+use super::{BundleOptions, pack_or_report, read_bundle, read_verified};
 
 /// Arguments of `cedar-edge keygen`.
 #[derive(Debug, Args)]
@@ -43,12 +44,6 @@ pub struct VerifyArgs {
     options: BundleOptions,
 }
 
-fn with_extension(prefix: &Path, extension: &str) -> PathBuf {
-    let mut name = prefix.as_os_str().to_owned();
-    name.push(extension);
-    PathBuf::from(name)
-}
-
 /// Writes a new key pair.
 pub fn keygen(args: &KeygenArgs) -> u8 {
     let algorithm: Algorithm = match args.algorithm.parse() {
@@ -59,8 +54,8 @@ pub fn keygen(args: &KeygenArgs) -> u8 {
         }
     };
     let key = SigningKey::generate(algorithm);
-    let private = with_extension(&args.output, ".key");
-    let public = with_extension(&args.output, ".pub");
+    let private = path_with_suffix(&args.output, ".key");
+    let public = path_with_suffix(&args.output, ".pub");
     if let Err(err) = write_private(&private, key.to_pem().as_bytes()) {
         eprintln!("error: cannot write `{}`: {err}", private.display());
         return exit_codes::FAILED;
@@ -100,22 +95,12 @@ pub fn sign(args: &SignArgs) -> u8 {
             return exit_codes::USAGE;
         }
     };
-    let plain = BundleOptions {
-        max_file_bytes: cedar_edge_core::DEFAULT_MAX_FILE_BYTES,
-        trusted_keys: Vec::new(),
-        signature: None,
-    };
     // Read as every loader reads it: only a well-formed bundle is signed.
-    let source = match read_verified(&args.bundle, &plain) {
-        Ok(verified) => verified.source,
-        Err(code) => return code,
-    };
-    let packed = match source.pack() {
+    let packed = match read_bundle(&args.bundle, &BundleOptions::unverified())
+        .and_then(|source| pack_or_report(&args.bundle, &source))
+    {
         Ok(packed) => packed,
-        Err(err) => {
-            eprintln!("error: `{}`: {err}", args.bundle.display());
-            return exit_codes::BUNDLE;
-        }
+        Err(code) => return code,
     };
     let output = args
         .output
@@ -125,7 +110,7 @@ pub fn sign(args: &SignArgs) -> u8 {
         eprintln!("error: cannot write `{}`: {err}", output.display());
         return exit_codes::FAILED;
     }
-    let id = source.content_hash().unwrap_or_default();
+    let id = packed_id(&packed);
     eprintln!(
         "signed {id} with {} → {}",
         key.public_key().fingerprint(),

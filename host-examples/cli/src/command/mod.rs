@@ -17,7 +17,9 @@ use cedar_edge_cli::engines::{Engines, LoadedBundle};
 use cedar_edge_cli::exit_codes;
 use cedar_edge_cli::report::print_bundle_diagnostics;
 use cedar_edge_core::{BundleSource, DEFAULT_MAX_FILE_BYTES};
-use cedar_edge_distribution::verify::{Verified, read_local};
+use cedar_edge_distribution::verify::{
+    Verified, default_signature_path, read_local, read_signature,
+};
 use cedar_edge_runtime::RuntimeError;
 use cedar_edge_signing::TrustedKeys;
 use clap::Args;
@@ -41,6 +43,16 @@ pub struct BundleOptions {
 }
 
 impl BundleOptions {
+    /// Default limits and no trusted key: for commands that read a bundle
+    /// only to pack, sign or push it.
+    pub fn unverified() -> Self {
+        Self {
+            max_file_bytes: DEFAULT_MAX_FILE_BYTES,
+            trusted_keys: Vec::new(),
+            signature: None,
+        }
+    }
+
     /// The trusted keys, or prints why they cannot be read.
     pub fn trusted(&self) -> Result<TrustedKeys, u8> {
         TrustedKeys::from_files(&self.trusted_keys).map_err(|err| {
@@ -72,6 +84,30 @@ pub fn read_verified(path: &Path, options: &BundleOptions) -> Result<Verified, u
         } else {
             exit_codes::BUNDLE
         }
+    })
+}
+
+/// The packed form of a bundle read from `path`, or prints why not.
+pub fn pack_or_report(path: &Path, source: &BundleSource) -> Result<Vec<u8>, u8> {
+    source.pack().map_err(|err| {
+        eprintln!("error: `{}`: {err}", path.display());
+        exit_codes::BUNDLE
+    })
+}
+
+/// The signature for `bundle`: the file named by `--signature` (which
+/// must exist), or else `BUNDLE.sig` when present; or prints why not.
+pub fn signature_for(bundle: &Path, named: Option<&Path>) -> Result<Option<Vec<u8>>, u8> {
+    let path = named
+        .map(Path::to_owned)
+        .unwrap_or_else(|| default_signature_path(bundle));
+    match read_signature(&path) {
+        Ok(None) if named.is_some() => Err("no such file".to_owned()),
+        other => other,
+    }
+    .map_err(|err| {
+        eprintln!("error: `{}`: {err}", path.display());
+        exit_codes::USAGE
     })
 }
 

@@ -4,10 +4,10 @@
 use std::path::PathBuf;
 
 use cedar_edge_cli::exit_codes;
-use cedar_edge_core::{Bundle, FileRole, RequestLimits};
+use cedar_edge_core::{Bundle, FileRole, RequestLimits, packed_id};
 use clap::Args;
 
-use super::{BundleOptions, read_bundle};
+use super::{BundleOptions, pack_or_report, read_bundle};
 
 /// Arguments of `cedar-edge pack`.
 #[derive(Debug, Args)]
@@ -37,12 +37,9 @@ pub fn run(args: &PackArgs) -> u8 {
         );
         return exit_codes::BUNDLE;
     }
-    let packed = match source.pack() {
+    let packed = match pack_or_report(&args.bundle, &source) {
         Ok(packed) => packed,
-        Err(err) => {
-            eprintln!("error: `{}`: {err}", args.bundle.display());
-            return exit_codes::BUNDLE;
-        }
+        Err(code) => return code,
     };
     if let Err(err) = std::fs::write(&args.output, &packed) {
         eprintln!("error: cannot write `{}`: {err}", args.output.display());
@@ -63,14 +60,6 @@ pub fn run(args: &PackArgs) -> u8 {
         manifest.validation,
         manifest.cedar_version
     );
-    match source.content_hash() {
-        Ok(id) => {
-            println!("{id}");
-            exit_codes::OK
-        }
-        Err(err) => {
-            eprintln!("error: {err}");
-            exit_codes::BUNDLE
-        }
-    }
+    println!("{}", packed_id(&packed));
+    exit_codes::OK
 }

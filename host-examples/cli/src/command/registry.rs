@@ -5,11 +5,10 @@ use std::path::PathBuf;
 
 use cedar_edge_cli::exit_codes;
 use cedar_edge_distribution::oci::{self, OciError, Reference, RegistryOptions};
-use cedar_edge_distribution::verify::{default_signature_path, from_artifact, read_capped};
-use cedar_edge_signing::MAX_SIGNATURE_BYTES;
+use cedar_edge_distribution::verify::{default_signature_path, from_artifact};
 use clap::Args;
 
-use super::{BundleOptions, read_bundle};
+use super::{BundleOptions, pack_or_report, read_bundle, signature_for};
 
 /// How to reach the registry.
 #[derive(Debug, Clone, Args)]
@@ -89,32 +88,17 @@ pub fn push(args: &PushArgs) -> u8 {
         Ok(found) => found,
         Err(code) => return code,
     };
-    let plain = BundleOptions {
-        max_file_bytes: cedar_edge_core::DEFAULT_MAX_FILE_BYTES,
-        trusted_keys: Vec::new(),
-        signature: None,
-    };
     // The archive pushed is always the canonical packing of a readable
     // bundle, so its digest is the id every loader computes.
-    let packed = match read_bundle(&args.bundle, &plain).map(|source| source.pack()) {
-        Ok(Ok(packed)) => packed,
-        Ok(Err(err)) => {
-            eprintln!("error: `{}`: {err}", args.bundle.display());
-            return exit_codes::BUNDLE;
-        }
+    let packed = match read_bundle(&args.bundle, &BundleOptions::unverified())
+        .and_then(|source| pack_or_report(&args.bundle, &source))
+    {
+        Ok(packed) => packed,
         Err(code) => return code,
     };
-    let signature_path = args
-        .signature
-        .clone()
-        .unwrap_or_else(|| default_signature_path(&args.bundle));
-    let signature = match read_capped(&signature_path, MAX_SIGNATURE_BYTES as u64) {
-        Ok(text) => Some(text),
-        Err(_) if args.signature.is_none() && !signature_path.exists() => None,
-        Err(err) => {
-            eprintln!("error: `{}`: {err}", signature_path.display());
-            return exit_codes::USAGE;
-        }
+    let signature = match signature_for(&args.bundle, args.signature.as_deref()) {
+        Ok(signature) => signature,
+        Err(code) => return code,
     };
     let pushed = match block_on(oci::push(
         &reference,
@@ -150,7 +134,7 @@ pub fn pull(args: &PullArgs) -> u8 {
         Ok(trusted) => trusted,
         Err(code) => return code,
     };
-    options.max_artifact_bytes = args.options.max_file_bytes.saturating_mul(4);
+    options.max_artifact_bytes = cedar_edge_core::archive_cap(args.options.max_file_bytes);
     let pulled = match block_on(oci::pull(&reference, &options)) {
         Ok(Ok(pulled)) => pulled,
         Ok(Err(err)) => return registry_failure(&err),
